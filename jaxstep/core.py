@@ -1,0 +1,113 @@
+"""Agents, rendering and physics: the two per-step kernels behind every env.
+
+`render` and `physics` are pure functions of (scenery, agents), usable inside `jax.jit`, `jax.vmap` and
+`jax.lax.scan`. backend="ffi" calls the compiled kernels (CPU or CUDA, wherever the arrays live);
+backend="reference" runs the same math in plain JAX (any device, TPUs included).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxstep.ffi import calls, reference
+from jaxstep.ffi.types import AGENT_RADIUS, AGENT_WIDTH, MODEL_LINES, Agents, Render, Scenery
+
+__all__ = ["AGENT_RADIUS", "AGENT_WIDTH", "MODEL_LINES", "Agents", "Render", "agents", "render", "physics"]
+
+BACKENDS = ("ffi", "reference")
+MAX_RES = 1 << 16  # pixels; far beyond any useful image, but keeps output sizes sane
+
+
+def agents(n_envs: int, n_agents: int = 1, positions=None, angles=None) -> Agents:
+    """Agents at rest: at `positions` (n_envs, n_agents, 2) metres (default the origin) facing `angles` degrees."""
+    shape = (n_envs, n_agents)
+    positions = jnp.zeros((*shape, 2)) if positions is None else jnp.broadcast_to(positions, (*shape, 2))
+    angles = jnp.zeros(shape) if angles is None else jnp.broadcast_to(angles, shape)
+    return Agents(
+        angles=jnp.asarray(angles, jnp.float32),
+        positions=jnp.asarray(positions, jnp.float32),
+        velocity=jnp.zeros((*shape, 2), jnp.float32),
+        angvelocity=jnp.zeros(shape, jnp.float32),
+    )
+
+
+def _as_f32(name: str, x, shape: tuple[int, ...]) -> jax.Array:
+    dtype = getattr(x, "dtype", None)
+    if dtype is None:
+        x = jnp.asarray(x)
+        dtype = x.dtype
+    if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
+        raise TypeError(f"agents.{name}: expected real numbers, got dtype {dtype}")
+    if tuple(x.shape) != shape:
+        raise ValueError(f"agents.{name}: expected shape {shape} (n_envs, n_agents, ...), got {tuple(x.shape)}")
+    return jnp.asarray(x, jnp.float32)
+
+
+def _checked(scenery: Scenery, agents: Agents) -> Agents:
+    if not isinstance(scenery, Scenery):
+        raise TypeError(f"scenery: expected a jaxstep Scenery (from jaxstep.scene.scenery), got {type(scenery)}")
+    if not isinstance(agents, Agents):
+        raise TypeError(f"agents: expected a jaxstep.core.Agents, got {type(agents)}")
+    lead = (scenery.n_envs, scenery.n_agents)
+    return Agents(
+        angles=_as_f32("angles", agents.angles, lead),
+        positions=_as_f32("positions", agents.positions, (*lead, 2)),
+        velocity=_as_f32("velocity", agents.velocity, (*lead, 2)),
+        angvelocity=_as_f32("angvelocity", agents.angvelocity, lead),
+    )
+
+
+def _check_backend(backend: str) -> None:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
+
+
+def _positive(name: str, value, upper: float = math.inf) -> float:
+    if isinstance(value, jax.core.Tracer):
+        raise TypeError(f"{name}: must be a static Python number, not a traced value")
+    if not isinstance(value, int | float | np.integer | np.floating) or not 0 < value < upper:
+        raise ValueError(f"{name}: expected a number in (0, {upper}), got {value!r}")
+    return float(value)
+
+
+def render(scenery: Scenery, agents: Agents, res: int = 64, fov: float = 130.0, backend: str = "ffi") -> Render:
+    """What every agent sees: one ray per pixel across a `fov`-degree field of view.
+
+    Args:
+        scenery: from `jaxstep.scene.scenery`, for n_envs envs of n_agents agents.
+        agents: angles (n_envs, n_agents) degrees and positions (n_envs, n_agents, 2) metres are read.
+        res: pixels (rays) per agent.
+        fov: field of view in degrees, in (0, 180).
+        backend: "ffi" (compiled kernels) or "reference" (pure JAX).
+
+    Returns:
+        Render: indices, locations, dots, distances (n_envs, n_agents, res) and screen (n_envs, n_agents, res, 3).
+    """
+    _check_backend(backend)
+    if not isinstance(res, int | np.integer) or not 0 < res <= MAX_RES:
+        raise ValueError(f"res: expected an int in [1, {MAX_RES}], got {res!r}")
+    fov = _positive("fov", fov, 180.0)
+    agents = _checked(scenery, agents)
+    half_width = float(np.float32(math.tan(math.radians(fov) / 2)))
+    kernel = calls.render if backend == "ffi" else reference.render
+    return Render(*kernel(scenery, agents, int(res), half_width, AGENT_RADIUS))
+
+
+def physics(scenery: Scenery, agents: Agents, fps: float = 10.0, backend: str = "ffi") -> tuple[Agents, jax.Array]:
+    """Moves each agent along velocity/fps (and turns it by angvelocity/fps) as far as it can go.
+
+    An agent stops 1% short of touching a wall or another agent; where it is stopped short (progress < 1) its
+    velocity and angvelocity are zeroed.
+
+    Returns:
+        (agents, progress): the moved agents, and progress (n_envs, n_agents), the fraction of the move made.
+    """
+    _check_backend(backend)
+    fps = _positive("fps", fps)
+    agents = _checked(scenery, agents)
+    kernel = calls.physics if backend == "ffi" else reference.physics
+    return kernel(scenery, agents, fps, AGENT_RADIUS)

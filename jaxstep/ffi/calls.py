@@ -1,0 +1,117 @@
+"""Thin wrappers that call the compiled handlers through `jax.ffi.ffi_call`.
+
+One target name per kernel is registered for both "cpu" and "CUDA", so a call runs on whichever device its
+inputs live on. Every leading dimension is a batch dimension to the handlers, so `jax.vmap` works through
+`vmap_method="broadcast_all"`. Shapes are checked by the callers (`jaxstep.core`) and again in C++.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxstep.ffi.types import Agents, Scenery
+
+_TARGETS = ("jaxstep_render", "jaxstep_physics", "jaxstep_bake")
+
+
+@functools.cache
+def register() -> tuple[str, ...]:
+    """Registers the handlers with XLA once; returns the platforms that have them."""
+    try:
+        from jaxstep.ffi import _cpu
+    except ImportError as e:
+        raise RuntimeError(
+            "jaxstep's compiled kernels are missing: install the package with `pip install .` "
+            "(or use backend='reference')"
+        ) from e
+    platforms = ["cpu"]
+    for name, capsule in _cpu.registrations().items():
+        jax.ffi.register_ffi_target(name, capsule, platform="cpu")
+    try:
+        from jaxstep.ffi import _cuda
+    except ImportError:  # built without nvcc
+        return tuple(platforms)
+    for name, capsule in _cuda.registrations().items():
+        jax.ffi.register_ffi_target(name, capsule, platform="CUDA")
+    return (*platforms, "cuda")
+
+
+def _f32(x: float) -> np.float32:
+    # attributes must arrive as float32: a Python float is sent as f64 and fails to decode
+    return np.float32(x)
+
+
+def render(scenery: Scenery, agents: Agents, res: int, half_width: float, radius: float) -> tuple[jax.Array, ...]:
+    """(indices, locations, dots, distances, screen) for every ray; see `jaxstep.ffi.Render`."""
+    register()
+    lead = agents.angles.shape
+    f32 = jnp.float32
+    out = (
+        jax.ShapeDtypeStruct((*lead, res), jnp.int32),
+        jax.ShapeDtypeStruct((*lead, res), f32),
+        jax.ShapeDtypeStruct((*lead, res), f32),
+        jax.ShapeDtypeStruct((*lead, res), f32),
+        jax.ShapeDtypeStruct((*lead, res, 3), f32),
+    )
+    call = jax.ffi.ffi_call("jaxstep_render", out, vmap_method="broadcast_all")
+    return call(
+        agents.angles,
+        agents.positions,
+        scenery.env_geometry,
+        scenery.walls,
+        scenery.wall_offsets,
+        scenery.lights,
+        scenery.light_offsets,
+        scenery.texels,
+        scenery.baked,
+        scenery.texel_offsets,
+        half_width=_f32(half_width),
+        radius=_f32(radius),
+    )
+
+
+def physics(scenery: Scenery, agents: Agents, fps: float, radius: float) -> tuple[Agents, jax.Array]:
+    """Moves every agent as far along velocity/fps as it can go; returns (agents, progress)."""
+    register()
+    out = (
+        jax.ShapeDtypeStruct(agents.angles.shape, jnp.float32),
+        jax.ShapeDtypeStruct(agents.positions.shape, jnp.float32),
+        jax.ShapeDtypeStruct(agents.velocity.shape, jnp.float32),
+        jax.ShapeDtypeStruct(agents.angvelocity.shape, jnp.float32),
+        jax.ShapeDtypeStruct(agents.angles.shape, jnp.float32),
+    )
+    # the agents are carried state: update them in place
+    call = jax.ffi.ffi_call(
+        "jaxstep_physics", out, vmap_method="broadcast_all", input_output_aliases={0: 0, 1: 1, 2: 2, 3: 3}
+    )
+    angles, positions, velocity, angvelocity, progress = call(
+        agents.angles,
+        agents.positions,
+        agents.velocity,
+        agents.angvelocity,
+        scenery.env_geometry,
+        scenery.walls,
+        scenery.wall_offsets,
+        fps=_f32(fps),
+        radius=_f32(radius),
+    )
+    return Agents(angles, positions, velocity, angvelocity), progress
+
+
+def bake(
+    points: jax.Array,
+    point_geometry: jax.Array,
+    walls: jax.Array,
+    wall_offsets: jax.Array,
+    lights: jax.Array,
+    light_offsets: jax.Array,
+) -> jax.Array:
+    """Light in [0, 1] falling on each of (P, 2) points from its geometry's lights, occluded by its walls."""
+    register()
+    out = jax.ShapeDtypeStruct(points.shape[:-1], jnp.float32)
+    call = jax.ffi.ffi_call("jaxstep_bake", out, vmap_method="broadcast_all")
+    return call(points, point_geometry, walls, wall_offsets, lights, light_offsets)

@@ -1,0 +1,422 @@
+// The math of jaxstep's three kernels (bake, physics, render), written once for g++ and nvcc.
+//
+// Every function here is pure and works on one item (a texel, an agent, a ray) given raw pointers to one
+// env's data, so the CPU handler can loop over items and the CUDA handler can give each item a thread.
+// No STL, exceptions or globals: the same code must compile as device code.
+//
+// Units: metres, degrees, seconds. Line order within an env: agent a's MODEL_LINES model lines at
+// a*MODEL_LINES .. a*MODEL_LINES + 7, then the geometry's walls in order.
+#pragma once
+
+#include <math.h>
+
+#ifdef __CUDACC__
+#define JS_FN __host__ __device__ inline
+#else
+#define JS_FN inline
+#endif
+
+namespace jaxstep {
+
+constexpr int MODEL_LINES = 8;      // lines in an agent's octagonal model
+constexpr float AMBIENT = .1f;      // light every texel gets, occluded or not
+constexpr float LUMINANCE = 2.f;    // scale of a light's intensity / squared distance
+constexpr float AGENT_WIDTH = .15f; // metres; the model is scaled by half of this
+
+struct Vec {
+  float x, y;
+};
+
+JS_FN Vec operator+(Vec a, Vec b) { return {a.x + b.x, a.y + b.y}; }
+JS_FN Vec operator-(Vec a, Vec b) { return {a.x - b.x, a.y - b.y}; }
+JS_FN Vec operator*(Vec a, float k) { return {a.x * k, a.y * k}; }
+JS_FN float dot(Vec a, Vec b) { return a.x * b.x + a.y * b.y; }
+JS_FN float cross(Vec a, Vec b) { return a.x * b.y - a.y * b.x; }
+JS_FN float length(Vec a) { return sqrtf(dot(a, a)); }
+JS_FN Vec load_vec(const float* p) { return {p[0], p[1]}; }
+JS_FN Vec lerp(Vec a, Vec b, float t) { return a * (1.f - t) + b * t; }
+
+// Rotation by an angle in degrees, as (cos, sin).
+struct Rotation {
+  float c, s;
+};
+
+JS_FN Rotation rotation(float degrees) {
+  const float radians = degrees * 0.017453292519943295f;
+  return {cosf(radians), sinf(radians)};
+}
+
+JS_FN Vec rotate(Rotation r, Vec v) { return {r.c * v.x - r.s * v.y, r.s * v.x + r.c * v.y}; }
+
+// Wraps an angle in degrees into [-180, 180).
+JS_FN float wrap_degrees(float a) {
+  float x = fmodf(a + 180.f, 360.f);
+  if (x < 0.f) x += 360.f;
+  if (x >= 360.f) x -= 360.f;
+  return x - 180.f;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Geometry primitives
+
+// Where the infinite lines P + sU and Q + tV cross. Nearly parallel lines never cross (s = t = inf).
+struct Crossing {
+  float s, t;
+};
+
+JS_FN Crossing intersect(Vec P, Vec U, Vec Q, Vec V) {
+  const float UxV = cross(U, V);
+  if (fabsf(UxV) < 1.e-3f) return {INFINITY, INFINITY};
+  const Vec PQ = Q - P;
+  return {cross(PQ, V) / UxV, cross(PQ, U) / UxV};
+}
+
+// Q projected onto the infinite line P + sU: s is the fraction along U, d the distance from the line.
+struct Projection {
+  float s, d;
+};
+
+JS_FN Projection project(Vec P, Vec U, Vec Q) {
+  const float u = length(U) + 1.e-6f;
+  const Vec PQ = Q - P;
+  return {dot(PQ, U) / (u * u), fabsf(cross(PQ, U)) / u};
+}
+
+// Endpoints of model line m (0..7) of an agent at `position` facing `r`: an octagon with corners
+// (+-.5, +-1), (+-1, +-.5) scaled by AGENT_WIDTH/2, walked anticlockwise from (-.5, -1).
+JS_FN void model_line(Rotation r, Vec position, int m, Vec* a, Vec* b) {
+  const float xs[MODEL_LINES] = {-.5f, .5f, 1.f, 1.f, .5f, -.5f, -1.f, -1.f};
+  const float ys[MODEL_LINES] = {-1.f, -1.f, -.5f, .5f, 1.f, 1.f, .5f, -.5f};
+  const int n = (m + 1) % MODEL_LINES;
+  const float k = AGENT_WIDTH / 2.f;
+  *a = rotate(r, Vec{k * xs[m], k * ys[m]}) + position;
+  *b = rotate(r, Vec{k * xs[n], k * ys[n]}) + position;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Lighting (the bake kernel, and agent texels at render time)
+
+// Light reaching point C: AMBIENT plus LUMINANCE * I / max(d^2, 1) from each light not hidden by a wall,
+// clamped to 1. `lights` is (n_lights, 3) as x, y, intensity; `walls` is (n_walls, 2, 2).
+JS_FN float light_intensity(Vec C, const float* lights, int n_lights, const float* walls, int n_walls) {
+  float intensity = AMBIENT;
+  for (int i = 0; i < n_lights; i++) {
+    const Vec I = load_vec(lights + 3 * i);
+    bool visible = true;
+    for (int w = 0; w < n_walls && visible; w++) {
+      const Vec a = load_vec(walls + 4 * w), b = load_vec(walls + 4 * w + 2);
+      const Crossing p = intersect(I, C - I, a, b - a);
+      // .999 rather than 1, so texels on a wall are not shadowed by the wall itself
+      visible = !((p.t > 0.f) & (p.t < 1.f) & (p.s > 0.f) & (p.s < .999f));
+    }
+    if (visible) {
+      const Vec d = I - C;
+      intensity += LUMINANCE * lights[3 * i + 2] / fmaxf(dot(d, d), 1.f);
+    }
+  }
+  return fminf(intensity, 1.f);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Physics
+
+// Keeps a collision fraction sensible: 1% early so nothing is stuck next step, NaN -> 0, clamped to [0, 1].
+JS_FN float sensibilize(float p) {
+  if (isnan(p)) return 0.f;
+  return fmaxf(fminf(p * .99f, 1.f), 0.f);
+}
+
+// Largest fraction of a move `v` (metres this step) a disc of radius r at p can make before coming within
+// r of point q.
+JS_FN float point_collision(Vec p, Vec v, Vec q, float r) {
+  const Projection a = project(p, v, q);
+  if ((0.f < a.s) & (a.d < r)) return sensibilize(a.s - sqrtf(r * r - a.d * a.d) / length(v));
+  return 1.f;
+}
+
+// Fraction of the move v0 an agent at p0 can make before touching an agent at p1 moving by v1.
+JS_FN float agent_collision(Vec p0, Vec v0, Vec p1, Vec v1, float radius) {
+  // 1.001: a little bigger, so the camera's near plane never pokes through
+  return point_collision(p0, v0 - v1, p1, 1.001f * 2.f * radius);
+}
+
+// Fraction of the move v an agent at p can make before touching the wall a-b.
+JS_FN float wall_collision(Vec p, Vec v, Vec a, Vec b, float radius) {
+  const float r = 1.001f * radius;
+  const Vec ab = b - a;
+  float x = 1.f;
+
+  // passing through the wall
+  const Crossing mid = intersect(p, v, a, ab);
+  if ((0.f < mid.s) & (mid.s < 1.f) & (0.f < mid.t) & (mid.t < 1.f)) {
+    x = fminf(x, sensibilize((1.f - r / project(a, ab, p).d) * mid.s));
+  }
+  // passing within r of either end
+  x = fminf(x, point_collision(p, v, a, r));
+  x = fminf(x, point_collision(p, v, b, r));
+  // ending within r of the wall's middle
+  const Projection side = project(a, ab, p + v);
+  if ((0.f < side.s) & (side.s < 1.f) & (side.d < r)) {
+    const float dp = project(a, ab, p).d;
+    x = fminf(x, sensibilize((dp - r) / (dp - side.d)));
+  }
+  return x;
+}
+
+// Progress of agent `a` of one env: the largest fraction in [0, 1] of its move velocity/fps it can make
+// before touching a wall or another agent. positions, velocity: (n_agents, 2); walls: (n_walls, 2, 2).
+JS_FN float agent_progress(int a, int n_agents, const float* positions, const float* velocity,
+                           const float* walls, int n_walls, float fps, float radius) {
+  const Vec p = load_vec(positions + 2 * a);
+  const Vec v = load_vec(velocity + 2 * a) * (1.f / fps);
+  float x = 1.f;
+  for (int o = 0; o < n_agents; o++) {
+    if (o == a) continue;
+    const Vec vo = load_vec(velocity + 2 * o) * (1.f / fps);
+    x = fminf(x, agent_collision(p, v, load_vec(positions + 2 * o), vo, radius));
+  }
+  for (int w = 0; w < n_walls; w++) {
+    x = fminf(x, wall_collision(p, v, load_vec(walls + 4 * w), load_vec(walls + 4 * w + 2), radius));
+  }
+  return x;
+}
+
+// One agent's pose after moving `progress` of its step; velocities are zeroed where it was stopped short.
+struct Pose {
+  float angle, x, y, vx, vy, angvelocity;
+};
+
+JS_FN Pose advance(Pose in, float progress, float fps) {
+  const float k = progress / fps;
+  const bool stopped = progress < 1.f;
+  return {wrap_degrees(in.angle + k * in.angvelocity),
+          in.x + k * in.vx,
+          in.y + k * in.vy,
+          stopped ? 0.f : in.vx,
+          stopped ? 0.f : in.vy,
+          stopped ? 0.f : in.angvelocity};
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Rendering
+
+// One env's static data as raw pointers (already offset to the env's geometry where noted).
+struct EnvScene {
+  const float* walls;  // (n_walls, 2, 2), this geometry's walls
+  int n_walls;
+  const float* lights;  // (n_lights, 3), this geometry's lights
+  int n_lights;
+  const float* texels;        // (T, 3), all texels of the scenery
+  const float* baked;         // (T,), all baked intensities
+  const int* model_texels;    // (MODEL_LINES + 1,) offsets of the model lines' texels
+  const int* wall_texels;     // (n_walls + 1,) offsets of this geometry's walls' texels
+};
+
+// Direction of ray r of R in the agent frame, with x pointing forward; half_width = tan(fov/2).
+JS_FN Vec ray_direction(int r, int R, float half_width) {
+  return {1.f, (float)(R - 2 * r - 1) * half_width / (float)R};
+}
+
+struct RayHit {
+  int index;       // line hit, in the env's line order; -1 for none
+  float location;  // fraction along the line, in [0, 1]
+  float dot;       // cosine between the ray and the line
+  float distance;  // metres from the agent's centre; inf for none
+};
+
+// Keeps the nearer of the best hit so far and line `index` (a-b). `s` is in units of the ray's length.
+JS_FN void consider_line(Vec p, Vec u, float ulen, float near, int index, Vec a, Vec b, RayHit* best,
+                         float* best_s) {
+  const Vec v = b - a;
+  const Crossing q = intersect(p, u, a, v);
+  const bool hit = (0.f <= q.t) & (q.t <= 1.f);
+  // the 1e-4 margin stops z-fighting between lines that meet
+  const bool nearer = (near < q.s) & (q.s < *best_s - 1.e-4f);
+  if (hit & nearer) {
+    *best_s = q.s;
+    best->index = index;
+    best->location = q.t;
+    best->dot = dot(u, v) / (ulen * length(v) + 1.e-6f);
+  }
+}
+
+// Casts ray r of R from agent `a` of one env. angles: (n_agents,), positions: (n_agents, 2).
+JS_FN RayHit cast_ray(const EnvScene& scene, const float* angles, const float* positions, int n_agents, int a,
+                      int r, int R, float half_width, float radius) {
+  const Vec p = load_vec(positions + 2 * a);
+  const Vec u = rotate(rotation(angles[a]), ray_direction(r, R, half_width));
+  const float ulen = length(u);
+  const float near = radius / ulen;
+
+  RayHit best = {-1, 0.f, 0.f, INFINITY};
+  float best_s = INFINITY;
+  for (int o = 0; o < n_agents; o++) {
+    const Rotation ro = rotation(angles[o]);
+    const Vec po = load_vec(positions + 2 * o);
+    for (int m = 0; m < MODEL_LINES; m++) {
+      Vec la, lb;
+      model_line(ro, po, m, &la, &lb);
+      consider_line(p, u, ulen, near, o * MODEL_LINES + m, la, lb, &best, &best_s);
+    }
+  }
+  const int first_wall = n_agents * MODEL_LINES;
+  for (int w = 0; w < scene.n_walls; w++) {
+    const Vec la = load_vec(scene.walls + 4 * w), lb = load_vec(scene.walls + 4 * w + 2);
+    consider_line(p, u, ulen, near, first_wall + w, la, lb, &best, &best_s);
+  }
+  if (best.index >= 0) best.distance = best_s * ulen;
+  return best;
+}
+
+// Linear filter over a line's `width` texels at fraction x along it: texels l and r with weights lw, rw.
+struct Filter {
+  int l, r;
+  float lw, rw;
+};
+
+JS_FN Filter texture_filter(float x, int width) {
+  const float y = fminf(x * (width + 1), (float)(width - 1));
+  const int l = (int)fmaxf(y - 1.f, 0.f);
+  const int r = (int)fminf(y, (float)(width - 1));
+  const float ld = fabsf(y - (l + 1)) + 1.e-3f;
+  const float rd = fabsf(y - (r + 1)) + 1.e-3f;
+  return {l, r, rd / (ld + rd), ld / (ld + rd)};
+}
+
+// Colour (linear RGB) of a hit: (1 - dot^2) * light * filtered texel colour. Model lines are lit on the fly
+// (occluded by walls only); walls use their baked light.
+JS_FN void shade(const EnvScene& scene, const float* angles, const float* positions, int n_agents, RayHit hit,
+                 float* rgb) {
+  rgb[0] = rgb[1] = rgb[2] = 0.f;
+  if (hit.index < 0) return;
+  const int first_wall = n_agents * MODEL_LINES;
+  const bool is_model = hit.index < first_wall;
+  const int* offsets = is_model ? scene.model_texels + hit.index % MODEL_LINES
+                                : scene.wall_texels + (hit.index - first_wall);
+  const int start = offsets[0];
+  const Filter f = texture_filter(hit.location, offsets[1] - start);
+
+  float light;
+  if (is_model) {
+    const int o = hit.index / MODEL_LINES;
+    Vec la, lb;
+    model_line(rotation(angles[o]), load_vec(positions + 2 * o), hit.index % MODEL_LINES, &la, &lb);
+    light = light_intensity(lerp(la, lb, hit.location), scene.lights, scene.n_lights, scene.walls, scene.n_walls);
+  } else {
+    light = f.lw * scene.baked[start + f.l] + f.rw * scene.baked[start + f.r];
+  }
+  const float k = (1.f - hit.dot * hit.dot) * light;
+  for (int c = 0; c < 3; c++) {
+    rgb[c] = k * (f.lw * scene.texels[3 * (start + f.l) + c] + f.rw * scene.texels[3 * (start + f.r) + c]);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Batched entry points: one call per item, shared by the CPU loop and the CUDA threads.
+//
+// Every buffer may carry leading batch dimensions (from vmap); batch element b of a buffer starts at
+// b times its per-element size. Envs are numbered flat over the batch, e = b * n_envs + n.
+
+struct SceneryArrays {
+  const int* env_geometry;    // (B, n_envs) geometry of each env
+  const float* walls;         // (B, W, 2, 2) every distinct geometry's walls, packed
+  const int* wall_offsets;    // (B, G + 1) geometry g's walls are wall_offsets[g] .. wall_offsets[g + 1]
+  const float* lights;        // (B, L, 3) x, y, intensity
+  const int* light_offsets;   // (B, G + 1)
+  const float* texels;        // (B, T, 3) linear RGB
+  const float* baked;         // (B, T) baked light of static texels
+  const int* texel_offsets;   // (B, MODEL_LINES + W + 1) texels of the model lines, then of each wall
+  long n_envs, n_geometries, n_walls, n_lights, n_texels;
+};
+
+JS_FN long clamp_index(long i, long lo, long hi) { return i < lo ? lo : (i > hi ? hi : i); }
+
+// The scene of flat env e. An out-of-range geometry index gives an empty scene rather than a bad read.
+JS_FN EnvScene env_scene(const SceneryArrays& s, long e) {
+  const long b = e / s.n_envs, G = s.n_geometries;
+  const long g = s.env_geometry[e];
+  const bool valid = (g >= 0) & (g < G);
+  const int* wall_offsets = s.wall_offsets + b * (G + 1);
+  const long w0 = valid ? clamp_index(wall_offsets[g], 0, s.n_walls) : 0;
+  const long w1 = valid ? clamp_index(wall_offsets[g + 1], w0, s.n_walls) : 0;
+  EnvScene scene = {s.walls + 4 * (b * s.n_walls + w0), (int)(w1 - w0), nullptr, 0, nullptr, nullptr, nullptr,
+                    nullptr};
+  if (s.lights) {
+    const int* light_offsets = s.light_offsets + b * (G + 1);
+    const long l0 = valid ? clamp_index(light_offsets[g], 0, s.n_lights) : 0;
+    const long l1 = valid ? clamp_index(light_offsets[g + 1], l0, s.n_lights) : 0;
+    scene.lights = s.lights + 3 * (b * s.n_lights + l0);
+    scene.n_lights = (int)(l1 - l0);
+  }
+  if (s.texels) {
+    const int* texel_offsets = s.texel_offsets + b * (MODEL_LINES + s.n_walls + 1);
+    scene.texels = s.texels + 3 * b * s.n_texels;
+    scene.baked = s.baked + b * s.n_texels;
+    scene.model_texels = texel_offsets;
+    scene.wall_texels = texel_offsets + MODEL_LINES + w0;
+  }
+  return scene;
+}
+
+struct RenderOutputs {
+  int* indices;       // (B, n_envs, n_agents, R)
+  float* locations;   // (B, n_envs, n_agents, R)
+  float* dots;        // (B, n_envs, n_agents, R)
+  float* distances;   // (B, n_envs, n_agents, R)
+  float* screen;      // (B, n_envs, n_agents, R, 3)
+};
+
+// Renders ray `item` = (e * n_agents + a) * R + r. angles: (B, n_envs, n_agents), positions: (..., 2).
+JS_FN void render_item(const SceneryArrays& s, const float* angles, const float* positions, int n_agents, int R,
+                       float half_width, float radius, long item, RenderOutputs out) {
+  const long e = item / ((long)n_agents * R);
+  const int a = (int)((item / R) % n_agents), r = (int)(item % R);
+  const EnvScene scene = env_scene(s, e);
+  const float* env_angles = angles + e * n_agents;
+  const float* env_positions = positions + 2 * e * n_agents;
+  const RayHit hit = cast_ray(scene, env_angles, env_positions, n_agents, a, r, R, half_width, radius);
+  out.indices[item] = hit.index;
+  out.locations[item] = hit.location;
+  out.dots[item] = hit.dot;
+  out.distances[item] = hit.distance;
+  shade(scene, env_angles, env_positions, n_agents, hit, out.screen + 3 * item);
+}
+
+// Progress of agent `item` = e * n_agents + a. positions, velocity: (B, n_envs, n_agents, 2).
+JS_FN float progress_item(const SceneryArrays& s, const float* positions, const float* velocity, int n_agents,
+                          float fps, float radius, long item) {
+  const long e = item / n_agents;
+  const int a = (int)(item % n_agents);
+  const EnvScene scene = env_scene(s, e);
+  return agent_progress(a, n_agents, positions + 2 * e * n_agents, velocity + 2 * e * n_agents, scene.walls,
+                        scene.n_walls, fps, radius);
+}
+
+struct AgentArrays {
+  float* angles;       // (B, n_envs, n_agents) degrees
+  float* positions;    // (B, n_envs, n_agents, 2) metres
+  float* velocity;     // (B, n_envs, n_agents, 2) metres per second
+  float* angvelocity;  // (B, n_envs, n_agents) degrees per second
+};
+
+JS_FN Pose load_pose(const float* angles, const float* positions, const float* velocity, const float* angvelocity,
+                     long i) {
+  return {angles[i], positions[2 * i], positions[2 * i + 1], velocity[2 * i], velocity[2 * i + 1], angvelocity[i]};
+}
+
+JS_FN void store_pose(AgentArrays out, long i, Pose p) {
+  out.angles[i] = p.angle;
+  out.positions[2 * i] = p.x;
+  out.positions[2 * i + 1] = p.y;
+  out.velocity[2 * i] = p.vx;
+  out.velocity[2 * i + 1] = p.vy;
+  out.angvelocity[i] = p.angvelocity;
+}
+
+// Baked light at point `item` of (B, P) points; point_geometry: (B, P) geometry of each point.
+JS_FN float bake_item(const SceneryArrays& s, const float* points, long item) {
+  const EnvScene scene = env_scene(s, item);
+  return light_intensity(load_vec(points + 2 * item), scene.lights, scene.n_lights, scene.walls, scene.n_walls);
+}
+
+}  // namespace jaxstep
