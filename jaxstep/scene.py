@@ -174,9 +174,10 @@ def _bake(points, point_geometry, walls, wall_offsets, lights, light_offsets, ba
             env_geometry=point_geometry, walls=walls, wall_offsets=wall_offsets, lights=lights,
             light_offsets=light_offsets, texels=jnp.zeros((0, 3)), baked=jnp.zeros(0),
             texel_offsets=jnp.zeros(MODEL_LINES + walls.shape[0] + 1, jnp.int32), n_agents=1,
-            max_walls=int(np.diff(np.asarray(wall_offsets)).max()), max_lights=int(np.diff(np.asarray(light_offsets)).max()),
+            max_walls=int(np.diff(np.asarray(wall_offsets)).max()),
+            max_lights=int(np.diff(np.asarray(light_offsets)).max()),
         )  # fmt: skip
-        return jax.jit(reference.bake)(stub, points, point_geometry)
+        return reference.bake(stub, points, point_geometry)
     raise ValueError(f"backend: expected 'ffi' or 'reference', got {backend!r}")
 
 

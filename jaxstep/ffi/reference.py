@@ -7,6 +7,8 @@ lights are gathered into arrays padded to the scenery's `max_walls` / `max_light
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,7 +20,9 @@ LUMINANCE = np.float32(2.0)
 DEG2RAD = np.float32(0.017453292519943295)
 INF = np.float32(np.inf)
 
-_CORNERS = np.array([[-0.5, -1], [0.5, -1], [1, -0.5], [1, 0.5], [0.5, 1], [-0.5, 1], [-1, 0.5], [-1, -0.5]], np.float32)
+_CORNERS = np.array(
+    [[-0.5, -1], [0.5, -1], [1, -0.5], [1, 0.5], [0.5, 1], [-0.5, 1], [-1, 0.5], [-1, -0.5]], np.float32
+)
 # (MODEL_LINES, 2, 2) model lines in the agent frame, metres; scaled in float32 as the kernels do
 MODEL = np.stack([_CORNERS, np.roll(_CORNERS, -1, axis=0)], 1) * np.float32(AGENT_WIDTH / 2)
 
@@ -133,6 +137,7 @@ def light_intensity(C, lights, light_valid, walls, wall_valid):
     return jnp.minimum(total, np.float32(1))
 
 
+@jax.jit
 def bake(scenery: Scenery, points, point_geometry):
     """Light at points (P, 2) of geometries point_geometry (P,)."""
 
@@ -183,6 +188,7 @@ def _env_progress(positions, velocity, walls, wall_valid, fps, radius):
     return jnp.minimum(jnp.min(pair, -1, initial=1.0), jnp.min(wall, -1, initial=1.0))
 
 
+@functools.partial(jax.jit, static_argnums=(2, 3))
 def physics(scenery: Scenery, agents: Agents, fps: float, radius: float) -> tuple[Agents, jax.Array]:
     """Reference of `jaxstep.ffi.calls.physics`."""
     fps, radius = np.float32(fps), np.float32(radius)
@@ -284,6 +290,7 @@ def _env_render(scenery: Scenery, angles, positions, g, res, half_width, radius)
     return index, location, dot, distance, screen
 
 
+@functools.partial(jax.jit, static_argnums=(2, 3, 4))
 def render(scenery: Scenery, agents: Agents, res: int, half_width: float, radius: float) -> tuple[jax.Array, ...]:
     """Reference of `jaxstep.ffi.calls.render`."""
 

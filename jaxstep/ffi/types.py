@@ -21,8 +21,8 @@ class Scenery:
 
     Attributes:
         env_geometry: (n_envs,) int32, the geometry each env uses.
-        walls: (W, 2, 2) float32 metres, all geometries' walls; geometry g owns walls[wall_offsets[g]:wall_offsets[g+1]].
-        wall_offsets: (G + 1,) int32.
+        walls: (W, 2, 2) float32 metres, all geometries' walls.
+        wall_offsets: (G + 1,) int32; geometry g owns walls[wall_offsets[g]:wall_offsets[g + 1]].
         lights: (L, 3) float32: x, y in metres and an intensity in [0.5, 2].
         light_offsets: (G + 1,) int32.
         texels: (T, 3) float32, linear (gamma-decoded) RGB colours, 0.05 m of line each.

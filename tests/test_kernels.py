@@ -1,0 +1,335 @@
+"""The FFI kernels on the CPU against the pure-JAX reference, and against megastep's numbers."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import mixed_geometries, random_agents, random_walls
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from kernel_checks import assert_physics_close, assert_renders_close
+
+from jaxstep import core, scene, toys
+from jaxstep.ffi import calls, reference
+
+BACKENDS = ("ffi", "reference")
+
+
+def at_rest(positions, angles) -> core.Agents:
+    positions = np.asarray(positions, np.float32)
+    return core.agents(positions.shape[0], positions.shape[1], positions=positions, angles=np.asarray(angles))
+
+
+def moving(positions, velocity, angles=0.0, angvelocity=0.0) -> core.Agents:
+    a = at_rest(positions, np.broadcast_to(angles, np.shape(positions)[:2]))
+    return dataclasses.replace(
+        a,
+        velocity=jnp.asarray(velocity, jnp.float32),
+        angvelocity=jnp.broadcast_to(jnp.asarray(angvelocity, jnp.float32), a.angles.shape),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# FFI against the reference
+
+
+def test_render_matches_reference(mixed_scenery):
+    agents = random_agents(np.random.default_rng(1), 32, 3)
+    ffi = core.render(mixed_scenery, agents, res=96)
+    ref = core.render(mixed_scenery, agents, res=96, backend="reference")
+    assert_renders_close(ffi, ref)
+    hits = np.asarray(ffi.indices)
+    assert (hits >= 24).any() and ((hits >= 0) & (hits < 24)).any(), "want both wall and agent hits"
+
+
+def test_physics_matches_reference(mixed_scenery):
+    agents = random_agents(np.random.default_rng(2), 32, 3)
+    ffi = core.physics(mixed_scenery, agents, fps=10)
+    ref = core.physics(mixed_scenery, agents, fps=10, backend="reference")
+    assert_physics_close(ffi, ref)
+    progress = np.asarray(ffi[1])
+    assert (progress < 1).any() and (progress == 1).any(), "want both free and blocked agents"
+
+
+def test_bake_matches_reference(mixed_scenery):
+    rng = np.random.default_rng(3)
+    s = mixed_scenery
+    points = jnp.asarray(rng.uniform(0, 10, (500, 2)), jnp.float32)
+    geometry = jnp.asarray(rng.integers(0, s.n_geometries, 500), jnp.int32)
+    ffi = calls.bake(points, geometry, s.walls, s.wall_offsets, s.lights, s.light_offsets)
+    ref = reference.bake(dataclasses.replace(s, env_geometry=geometry), points, geometry)
+    np.testing.assert_allclose(ffi, ref, atol=1e-6)
+
+
+def test_scenery_bakes_the_same_with_either_backend():
+    geometries = mixed_geometries(5)
+    ffi = scene.scenery(geometries, backend="ffi")
+    ref = scene.scenery(geometries, backend="reference")
+    np.testing.assert_allclose(ffi.baked, ref.baked, atol=1e-6)
+    np.testing.assert_array_equal(ffi.texels, ref.texels)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_jit_equals_eager(mixed_scenery, backend):
+    agents = random_agents(np.random.default_rng(4), 32, 3)
+    eager = core.render(mixed_scenery, agents, res=32, backend=backend)
+    jitted = jax.jit(lambda s, a: core.render(s, a, res=32, backend=backend))(mixed_scenery, agents)
+    np.testing.assert_array_equal(eager.indices, jitted.indices)
+    np.testing.assert_allclose(eager.screen, jitted.screen, atol=1e-5)
+
+
+def test_vmap_over_batches_of_agents(mixed_scenery):
+    rng = np.random.default_rng(5)
+    batch = [random_agents(rng, 32, 3) for _ in range(3)]
+    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *batch)
+
+    renders = jax.vmap(lambda a: core.render(mixed_scenery, a, res=16))(stacked)
+    moved, progress = jax.vmap(lambda a: core.physics(mixed_scenery, a))(stacked)
+    assert renders.screen.shape == (3, 32, 3, 16, 3)
+    for i, agents in enumerate(batch):
+        ref = core.render(mixed_scenery, agents, res=16, backend="reference")
+        assert_renders_close(jax.tree.map(lambda x, i=i: x[i], renders), ref)
+        ref_agents, ref_progress = core.physics(mixed_scenery, agents, backend="reference")
+        assert_physics_close((jax.tree.map(lambda x, i=i: x[i], moved), progress[i]), (ref_agents, ref_progress))
+
+
+def _rollout(scenery, agents, velocities, backend):
+    """Steps physics + render in a lax.scan; velocities (T, n_envs, n_agents, 2) are set before each step."""
+
+    def step(agents, velocity):
+        agents = dataclasses.replace(agents, velocity=velocity)
+        agents, progress = core.physics(scenery, agents, fps=10, backend=backend)
+        return agents, (agents.positions, progress, core.render(scenery, agents, res=16, backend=backend))
+
+    return jax.jit(lambda a, v: jax.lax.scan(step, a, v))(agents, velocities)
+
+
+def test_scan_of_100_steps_matches_reference():
+    geometries = mixed_geometries(6)
+    s = scene.scenery([geometries[i % 4] for i in range(8)], n_agents=2)
+    rng = np.random.default_rng(6)
+    agents = random_agents(rng, 8, 2, lo=2.5, hi=4.5)
+    velocities = jnp.asarray(rng.normal(size=(100, 8, 2, 2)) * 5, jnp.float32)
+    (_, (pos_f, prog_f, render_f)), (_, (pos_r, prog_r, render_r)) = (
+        _rollout(s, agents, velocities, b) for b in BACKENDS
+    )
+    np.testing.assert_allclose(pos_f, pos_r, atol=1e-3)
+    np.testing.assert_allclose(prog_f, prog_r, atol=1e-4)
+    assert_renders_close(render_f, render_r, atol=1e-3)
+    assert (np.asarray(prog_f) < 1).mean() > 0.05, "agents should often be stopped by walls or each other"
+
+
+def test_vmap_inside_scan():
+    s = scene.scenery([toys.box()] * 4, n_agents=1)
+    rng = np.random.default_rng(7)
+    agents = jax.tree.map(lambda *xs: jnp.stack(xs), *[random_agents(rng, 4, 1, 2, 5) for _ in range(2)])
+    velocities = jnp.asarray(rng.normal(size=(10, 2, 4, 1, 2)) * 20, jnp.float32)
+
+    def step(agents, v):
+        agents, _ = jax.vmap(lambda a, v: core.physics(s, dataclasses.replace(a, velocity=v)))(agents, v)
+        return agents, agents.positions
+
+    _, ffi = jax.lax.scan(step, agents, velocities)
+    for b in range(2):
+        ref_agents = jax.tree.map(lambda x, b=b: x[b], agents)
+        _, (ref, _, _) = _rollout(s, ref_agents, velocities[:, b], "reference")
+        np.testing.assert_allclose(ffi[:, b], ref, atol=1e-3)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**31 - 1), res=st.sampled_from([1, 7, 64]))
+def test_random_poses_in_random_walls(seed, res):
+    rng = np.random.default_rng(seed)
+    geometries = [random_walls(rng, 12), random_walls(rng, 25, n_lights=2)]
+    s = scene.scenery([geometries[i % 2] for i in range(6)], n_agents=2, seed=seed)
+    agents = random_agents(rng, 6, 2, lo=0.5, hi=9.5)
+    assert_renders_close(core.render(s, agents, res=res), core.render(s, agents, res=res, backend="reference"))
+    assert_physics_close(core.physics(s, agents), core.physics(s, agents, backend="reference"))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# megastep's semantics
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_tutorial_agent_stops_short_of_the_box_wall(backend):
+    s = scene.scenery([toys.box()])
+    agents, progress = core.physics(s, moving([[[3.0, 3.0]]], [[[1000.0, 0.0]]]), fps=10, backend=backend)
+    x, y = np.asarray(agents.positions)[0, 0]
+    assert x == pytest.approx(5.8649, abs=1e-3)
+    assert y == pytest.approx(3.0, abs=1e-6)
+    assert float(progress[0, 0]) < 1
+    np.testing.assert_array_equal(agents.velocity, 0.0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_free_move_keeps_velocity_and_wraps_angle(backend):
+    s = scene.scenery([toys.box()])
+    agents, progress = core.physics(s, moving([[[3.0, 3.0]]], [[[1.0, 2.0]]], 170.0, 200.0), fps=10, backend=backend)
+    np.testing.assert_allclose(agents.positions, [[[3.1, 3.2]]], atol=1e-6)
+    np.testing.assert_allclose(agents.velocity, [[[1.0, 2.0]]])
+    np.testing.assert_allclose(agents.angles, [[-170.0]], atol=1e-4)
+    np.testing.assert_allclose(agents.angvelocity, [[200.0]])
+    assert float(progress[0, 0]) == 1.0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_head_on_agents_stop_apart(backend):
+    s = scene.scenery([toys.box()], n_agents=2)
+    agents = moving([[[2.0, 3.5], [3.0, 3.5]]], [[[5.0, 0.0], [-5.0, 0.0]]], angvelocity=90.0)
+    moved, progress = core.physics(s, agents, fps=10, backend=backend)
+    p = np.asarray(moved.positions)[0]
+    assert np.linalg.norm(p[0] - p[1]) >= 2 * core.AGENT_RADIUS
+    assert np.linalg.norm(p[0] - p[1]) < 2 * core.AGENT_RADIUS * 1.1, "stops just short"
+    assert (np.asarray(progress) < 1).all()
+    np.testing.assert_array_equal(moved.velocity, 0.0)
+    np.testing.assert_array_equal(moved.angvelocity, 0.0)
+    # they turn by the same fraction of their step as they move
+    np.testing.assert_allclose(moved.angles, np.asarray(progress) * 90.0 / 10, rtol=1e-5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_centre_of_box_sees_right_wall(backend):
+    s = scene.scenery([toys.box()])
+    out = core.render(s, at_rest([[[3.5, 3.5]]], [[0.0]]), res=2, fov=90, backend=backend)
+    # rays at +-tan(45)/2 from straight ahead hit the right wall (wall 3, after the 8 model lines) 2.5 m away
+    np.testing.assert_array_equal(out.indices, [[[11, 11]]])
+    np.testing.assert_allclose(out.distances, 2.5 * np.sqrt(1 + 0.5**2), rtol=1e-5)
+    # wall 3 runs from (6, 1) up to (6, 6); the rays meet it at y = 3.5 +- 1.25
+    np.testing.assert_allclose(out.locations, [[[0.75, 0.25]]], atol=1e-5)
+    np.testing.assert_allclose(np.abs(out.dots), 0.5 / np.sqrt(1.25), atol=1e-5)
+    assert (np.asarray(out.screen) > 0).all()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_agents_see_each_other(backend):
+    s = scene.scenery([toys.box()], n_agents=2)
+    agents = at_rest([[[2.0, 3.5], [3.0, 3.5]]], [[0.0, 180.0]])
+    out = core.render(s, agents, res=8, fov=4, backend=backend)
+    # each looks straight at the other's front (model line 2, dark grey) 1 m minus the model's half width away
+    np.testing.assert_array_equal(out.indices[0, 0], 8 + 2)
+    np.testing.assert_array_equal(out.indices[0, 1], 0 + 2)
+    np.testing.assert_allclose(out.distances[0, :, 4], 1 - 0.075, atol=1e-3)
+    screen = np.asarray(out.screen)[0]
+    np.testing.assert_allclose(screen[..., 0], screen[..., 1], rtol=1e-5)  # grey
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_agent_does_not_see_its_own_model(backend):
+    s = scene.scenery([toys.box()], n_agents=1)
+    out = core.render(s, at_rest([[[3.5, 3.5]]], [[37.0]]), res=64, backend=backend)
+    assert (np.asarray(out.indices) >= 8).all()
+
+
+def test_misses_are_black_and_finite():
+    s = scene.scenery([toys.column()])
+    out = core.render(s, at_rest([[[1.5, 1.5]]], [[180.0]]), res=16)  # facing away from the column
+    np.testing.assert_array_equal(out.indices, -1)
+    np.testing.assert_array_equal(out.screen, 0.0)
+    assert np.isinf(np.asarray(out.distances)).all()
+    np.testing.assert_array_equal(out.locations, 0.0)
+
+
+def test_bake_lights_and_shadows():
+    walls = jnp.asarray([[[1.0, -1.0], [1.0, 1.0]]], jnp.float32)  # a wall across x = 1
+    lights = jnp.asarray([[0.0, 0.0, 1.0]], jnp.float32)
+    offsets = jnp.asarray([0, 1], jnp.int32)
+    points = jnp.asarray([[0.0, 2.0], [0.0, 0.5], [2.0, 0.0]], jnp.float32)
+    light = calls.bake(points, jnp.zeros(3, jnp.int32), walls, offsets, lights, offsets)
+    # 0.1 ambient + 2 I / max(d^2, 1), clamped to 1; the third point is behind the wall
+    np.testing.assert_allclose(light, [0.1 + 2 / 4, 1.0, 0.1], atol=1e-6)
+
+
+def test_scenery_packs_distinct_geometries_once():
+    box, column = toys.box(), toys.column()
+    s = scene.scenery([box, column, box, toys.box(), column], n_agents=2)
+    np.testing.assert_array_equal(s.env_geometry, [0, 1, 0, 0, 1])
+    assert s.n_geometries == 2 and s.walls.shape == (8, 2, 2)
+    np.testing.assert_array_equal(s.wall_offsets, [0, 4, 8])
+    # 8 model lines of 2 texels, then one texel per 5 cm of wall
+    counts = np.diff(np.asarray(s.texel_offsets))
+    np.testing.assert_array_equal(counts[:8], 2)
+    np.testing.assert_array_equal(counts[8:12], 100)
+    lights = np.asarray(s.lights)
+    assert lights.shape == (5, 3) and ((lights[:, 2] >= 0.5) & (lights[:, 2] <= 2)).all()
+    baked = np.asarray(s.baked)[16:]
+    assert ((baked >= 0.1) & (baked <= 1)).all()
+
+
+def test_scenery_is_deterministic_per_seed():
+    a, b, c = (scene.scenery([toys.box()], seed=seed) for seed in (3, 3, 4))
+    np.testing.assert_array_equal(a.texels, b.texels)
+    assert not np.array_equal(a.texels, c.texels)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Bad input
+
+
+@pytest.fixture(scope="module")
+def box_scenery():
+    return scene.scenery([toys.box()] * 2, n_agents=1)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(res=0), "res"),
+        (dict(res=2.5), "res"),
+        (dict(fov=180), "fov"),
+        (dict(fov=-5), "fov"),
+        (dict(backend="cuda"), "backend"),
+    ],
+)
+def test_render_rejects_bad_arguments(box_scenery, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        core.render(box_scenery, core.agents(2, 1), **kwargs)
+
+
+def test_rejects_agents_of_the_wrong_shape(box_scenery):
+    with pytest.raises(ValueError, match=r"agents.positions.*\(2, 1, 2\)"):
+        core.render(box_scenery, dataclasses.replace(core.agents(2, 1), positions=jnp.zeros((2, 1, 3))))
+    with pytest.raises(ValueError, match="agents.angles"):
+        core.physics(box_scenery, core.agents(3, 1))
+    with pytest.raises(ValueError, match="fps"):
+        core.physics(box_scenery, core.agents(2, 1), fps=0)
+    with pytest.raises(TypeError, match="angles"):
+        bad = dataclasses.replace(core.agents(2, 1), angles=jnp.zeros((2, 1), bool))
+        core.physics(box_scenery, bad)
+
+
+@pytest.mark.parametrize(
+    "geometries, match",
+    [
+        ([], "empty"),
+        (toys.box(), "list"),
+        ([dict(walls=np.zeros((2, 2)), lights=np.zeros((1, 2)))], "walls"),
+        ([dict(walls=np.full((1, 2, 2), np.nan), lights=np.zeros((1, 2)))], "finite"),
+        ([dict(walls=np.ones((1, 2, 2)), lights=np.zeros((1, 2)))], "zero-length"),
+        ([{"lights": np.zeros((1, 2))}], "walls"),
+    ],
+)
+def test_scenery_rejects_bad_geometries(geometries, match):
+    with pytest.raises(ValueError, match=match):
+        scene.scenery(geometries)
+
+
+def test_scenery_rejects_bad_n_agents():
+    with pytest.raises(ValueError, match="n_agents"):
+        scene.scenery([toys.box()], n_agents=0)
+
+
+def test_handlers_check_shapes_too(box_scenery):
+    # bypass the Python checks: the C++ handler must refuse rather than read out of bounds
+    bad = dataclasses.replace(box_scenery, env_geometry=box_scenery.env_geometry[:1])
+    with pytest.raises(Exception, match="env_geometry"):
+        jax.block_until_ready(calls.physics(bad, core.agents(2, 1), 10.0, core.AGENT_RADIUS))
+
+
+def test_out_of_range_geometry_index_renders_nothing(box_scenery):
+    bad = dataclasses.replace(box_scenery, env_geometry=jnp.asarray([0, 7], jnp.int32))
+    out = calls.render(bad, core.agents(2, 1, positions=jnp.full((2, 1, 2), 3.0)), 8, 1.0, core.AGENT_RADIUS)
+    assert (np.asarray(out[0][0]) >= 8).all()
+    np.testing.assert_array_equal(out[0][1], -1)
