@@ -20,18 +20,16 @@ import numpy as np
 from jaxstep import core, scene
 
 
-def _geometries(name: str, count: int, min_walls: int) -> list[dict]:
+def _geometries(name: str, count: int) -> list[dict]:
     if name == "box":
         from jaxstep import toys
 
         return [toys.box()]
     from jaxstep import geometry
 
-    plans = geometry.floorplans(count * 8, seed=0)
-    # the largest plans, to match the wall counts of real homes
-    plans.sort(key=lambda g: -len(g["walls"]))
-    big = [g for g in plans if len(g["walls"]) >= min_walls] or plans
-    return big[:count]
+    # the largest of 8x as many plans, nearer the wall counts of real homes
+    plans = sorted(geometry.floorplans(count * 8, seed=0), key=lambda g: -len(g["walls"]))
+    return plans[:count]
 
 
 def _random_agents(scenery: scene.Scenery, geometries: Sequence[dict], seed: int) -> core.Agents:
@@ -113,7 +111,7 @@ def kernels(
     frames_per_second counts agent-frames (n_envs * n_agents renders per step); agent_steps_per_second counts
     agent moves per second of physics.
     """
-    geometries = _geometries(geometry, 64, min_walls=150)
+    geometries = _geometries(geometry, 64)
     results = []
     for n in n_envs:
         scenery = scene.scenery([geometries[i % len(geometries)] for i in range(n)], n_agents=n_agents)
