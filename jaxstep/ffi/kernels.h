@@ -165,17 +165,20 @@ JS_FN float wall_collision(Vec p, Vec v, Vec a, Vec b, float radius) {
 
 // Progress of agent `a` of one env: the largest fraction in [0, 1] of its move velocity/fps it can make
 // before touching a wall or another agent. positions, velocity: (n_agents, 2); walls: (n_walls, 2, 2).
+// Only every `stride`th other agent and wall from `first` is checked, so that several threads can share the
+// work and take the min of their results.
 JS_FN float agent_progress(int a, int n_agents, const float* positions, const float* velocity,
-                           const float* walls, int n_walls, float fps, float radius) {
+                           const float* walls, int n_walls, float fps, float radius, int first = 0,
+                           int stride = 1) {
   const Vec p = load_vec(positions + 2 * a);
   const Vec v = load_vec(velocity + 2 * a) * (1.f / fps);
   float x = 1.f;
-  for (int o = 0; o < n_agents; o++) {
+  for (int o = first; o < n_agents; o += stride) {
     if (o == a) continue;
     const Vec vo = load_vec(velocity + 2 * o) * (1.f / fps);
     x = fminf(x, agent_collision(p, v, load_vec(positions + 2 * o), vo, radius));
   }
-  for (int w = 0; w < n_walls; w++) {
+  for (int w = first; w < n_walls; w += stride) {
     x = fminf(x, wall_collision(p, v, load_vec(walls + 4 * w), load_vec(walls + 4 * w + 2), radius));
   }
   return x;
@@ -382,14 +385,15 @@ JS_FN void render_item(const SceneryArrays& s, const float* angles, const float*
   shade(scene, env_angles, env_positions, n_agents, hit, out.screen + 3 * item);
 }
 
-// Progress of agent `item` = e * n_agents + a. positions, velocity: (B, n_envs, n_agents, 2).
+// Progress of agent `item` = e * n_agents + a (over every stride'th wall and agent from `first`).
+// positions, velocity: (B, n_envs, n_agents, 2).
 JS_FN float progress_item(const SceneryArrays& s, const float* positions, const float* velocity, int n_agents,
-                          float fps, float radius, long item) {
+                          float fps, float radius, long item, int first = 0, int stride = 1) {
   const long e = item / n_agents;
   const int a = (int)(item % n_agents);
   const EnvScene scene = env_scene(s, e);
   return agent_progress(a, n_agents, positions + 2 * e * n_agents, velocity + 2 * e * n_agents, scene.walls,
-                        scene.n_walls, fps, radius);
+                        scene.n_walls, fps, radius, first, stride);
 }
 
 struct AgentArrays {

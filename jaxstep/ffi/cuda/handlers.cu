@@ -22,24 +22,23 @@ __global__ void render_kernel(SceneryArrays s, const float* angles, const float*
   if (i < rays) render_item(s, angles, positions, n_agents, R, half_width, radius, i, out);
 }
 
-// Each block holds whole envs, so an env's agents can all read the old state before any writes the new:
-// the outputs may alias the inputs.
-__global__ void physics_kernel(SceneryArrays s, const float* angles, const float* positions, const float* velocity,
-                               const float* angvelocity, int n_agents, long n, float fps, float radius,
-                               AgentArrays out, float* progress) {
-  const long i = ((long)blockIdx.x * blockDim.y + threadIdx.y) * n_agents + threadIdx.x;
-  const bool active = i < n;
-  float x = 0.f;
-  Pose pose;
-  if (active) {
-    x = progress_item(s, positions, velocity, n_agents, fps, radius, i);
-    pose = load_pose(angles, positions, velocity, angvelocity, i);
-  }
-  __syncthreads();
-  if (active) {
-    progress[i] = x;
-    store_pose(out, i, advance(pose, x, fps));
-  }
+// A warp per agent: its lanes share out the walls and other agents, then take the min. Progress is written
+// to its own buffer, so the inputs are all read before `advance_kernel` (next on the stream) overwrites them.
+__global__ void progress_kernel(SceneryArrays s, const float* positions, const float* velocity, int n_agents, long n,
+                                float fps, float radius, float* progress) {
+  const long i = ((long)blockIdx.x * blockDim.x + threadIdx.x) / 32;
+  const int lane = threadIdx.x % 32;
+  if (i >= n) return;  // whole warps leave together
+  float x = progress_item(s, positions, velocity, n_agents, fps, radius, i, lane, 32);
+  for (int offset = 16; offset > 0; offset /= 2) x = fminf(x, __shfl_xor_sync(0xffffffff, x, offset));
+  if (lane == 0) progress[i] = x;
+}
+
+__global__ void advance_kernel(const float* angles, const float* positions, const float* velocity,
+                               const float* angvelocity, long n, float fps, const float* progress,
+                               AgentArrays out) {
+  const long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) store_pose(out, i, advance(load_pose(angles, positions, velocity, angvelocity, i), progress[i], fps));
 }
 
 __global__ void bake_kernel(SceneryArrays s, const float* points, long n, float* light) {
@@ -67,15 +66,12 @@ ffi::Error Physics(cudaStream_t stream, F32 angles, F32 positions, F32 velocity,
   PhysicsCall c;
   JS_RETURN_IF_ERROR(decode_physics(angles, positions, velocity, angvelocity, env_geometry, walls, wall_offsets,
                                     angles_out, positions_out, velocity_out, angvelocity_out, progress, &c));
-  const int A = (int)c.agents.n_agents;
-  const long envs = c.agents.batch * c.agents.n_envs;
-  if (envs == 0 || A == 0) return ffi::Error::Success();
-  if (A > 1024) return ffi::Error::InvalidArgument("n_agents: at most 1024 agents per env on CUDA");
-  const int envs_per_block = A >= BLOCK ? 1 : BLOCK / A;
-  const dim3 block(A, envs_per_block);
-  const long grid = (envs + envs_per_block - 1) / envs_per_block;
-  physics_kernel<<<grid, block, 0, stream>>>(c.scenery, c.angles, c.positions, c.velocity, c.angvelocity, A,
-                                             envs * A, fps, radius, c.out, c.progress);
+  const long n = c.agents.batch * c.agents.n_envs * c.agents.n_agents;
+  if (n == 0) return ffi::Error::Success();
+  progress_kernel<<<blocks_for(32 * n), BLOCK, 0, stream>>>(c.scenery, c.positions, c.velocity,
+                                                           (int)c.agents.n_agents, n, fps, radius, c.progress);
+  advance_kernel<<<blocks_for(n), BLOCK, 0, stream>>>(c.angles, c.positions, c.velocity, c.angvelocity, n, fps,
+                                                      c.progress, c.out);
   return launch_status();
 }
 
