@@ -239,7 +239,7 @@ JS_FN void consider_line(Vec p, Vec u, float ulen, float near, int index, Vec a,
     *best_s = q.s;
     best->index = index;
     best->location = q.t;
-    best->dot = dot(u, v) / (ulen * length(v) + 1.e-6f);
+    best->dot = dot(u, v) / (ulen * length(v) + 1.e-6f);  // only for hits: a sqrt and a division saved
   }
 }
 
