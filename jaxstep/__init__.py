@@ -6,7 +6,14 @@ Submodules load on first use: `jaxstep.geometry`, `jaxstep.toys`, `jaxstep.scene
 import importlib
 
 __version__ = "0.1.0"
-_SUBMODULES = ("bench", "cli", "core", "ffi", "geometry", "scene", "toys")
+_SUBMODULES = ("bench", "cli", "core", "envs", "ffi", "geometry", "modules", "plotting", "scene", "spaces", "toys")
+
+
+def make(name: str, n_envs: int = 1, **config):
+    """The registered env `name` (minimal, explorer, deathmatch, waypoint) with n_envs envs; see `jaxstep.envs`."""
+    from jaxstep.envs import make as _make
+
+    return _make(name, n_envs, **config)
 
 
 def __getattr__(name: str):

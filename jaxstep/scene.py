@@ -197,6 +197,16 @@ def env_lines(s: Scenery, e: int) -> dict[str, np.ndarray]:
     )
 
 
+def texel_segments(env: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Each wall texel of `env_lines(...)` as a segment (T, 2, 2) along its wall, and its lit display colour (T, 3)."""
+    counts = np.diff(env["texel_offsets"])
+    centres = _texel_centres(env["walls"], counts)
+    line = np.repeat(np.arange(len(counts)), counts)
+    half = (env["walls"][line, 1] - env["walls"][line, 0]) / counts[line, None] / 2
+    colours = np.clip(gamma_encode(env["texels"] * env["baked"][:, None]), 0, 1)
+    return np.stack([centres - half, centres + half], 1), colours
+
+
 def display(s: Scenery, e: int = 0, ax=None):
     """Plan view of env e's scenery: each wall texel in its lit colour, lights as stars. Returns the figure."""
     import matplotlib.pyplot as plt
@@ -207,13 +217,7 @@ def display(s: Scenery, e: int = 0, ax=None):
     env = env_lines(s, e)
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 6))
-    counts = np.diff(env["texel_offsets"])
-    centres = _texel_centres(env["walls"], counts)
-    # each texel as a short segment along its wall
-    line = np.repeat(np.arange(len(counts)), counts)
-    step = (env["walls"][line, 1] - env["walls"][line, 0]) / counts[line, None] / 2
-    segments = np.stack([centres - step, centres + step], 1)
-    colours = np.clip(gamma_encode(env["texels"] * env["baked"][:, None]), 0, 1)
+    segments, colours = texel_segments(env)
     ax.add_collection(LineCollection(segments, colors=colours, linewidths=4))
     ax.scatter(env["lights"][:, 0], env["lights"][:, 1], marker="*", s=120 * env["lights"][:, 2], c="gold", zorder=3)
     ax.set_aspect("equal")

@@ -1,0 +1,198 @@
+"""The functional env contract: `state, ts = env.reset(key)`, `state, ts = env.step(state, action)`.
+
+Both are pure and jit-able, batched over n_envs natively, and work inside `lax.scan` and under `vmap`.
+An env object holds only static things (config, spaces, scenery); everything that changes is in the state
+pytree, PRNG key included. What may change during training (speeds, episode limits) is in a params pytree
+passed to reset and step (default: `env.default_params`).
+
+Finished agents are reset inside `step`: the returned `ts.obs` is then the first observation of the new
+episode, and `ts.final_obs` the last one of the old (for bootstrapping); elsewhere the two are equal.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Generic, TypeVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxstep import modules, scene, spaces
+from jaxstep.ffi.types import Agents
+from jaxstep.pytree import pytree_dataclass, replace
+
+State = TypeVar("State")
+Params = TypeVar("Params")
+
+
+@pytree_dataclass
+class TimeStep:
+    """What an env returns each step; n = n_envs, A = n_agents.
+
+    Attributes:
+        obs: dict of (n, A, ...) arrays matching `env.observation_space`.
+        reward: (n, A) float32.
+        terminated: (n, A) bool, the agent's episode ended (no value to bootstrap from).
+        truncated: (n, A) bool, the agent's episode was cut off (bootstrap from `final_obs`).
+        final_obs: like obs: the observation before any automatic reset this step.
+        info: dict of (n, A) arrays; `invalid_actions` marks actions outside the action space (run as no-ops).
+    """
+
+    obs: dict
+    reward: jax.Array
+    terminated: jax.Array
+    truncated: jax.Array
+    final_obs: dict
+    info: dict
+
+    @property
+    def done(self) -> jax.Array:
+        """(n, A) bool: the agent's episode ended this step, one way or the other."""
+        return self.terminated | self.truncated
+
+
+class Env(Generic[State, Params]):
+    """Base of jaxstep's envs. A subclass sets `n_envs`, `n_agents`, `fps`, the spaces, `default_params` and
+    `scenery` in `__init__`, and implements the five hooks below."""
+
+    n_envs: int
+    n_agents: int
+    fps: float
+    fov: float
+    backend: str
+    scenery: scene.Scenery
+    observation_space: spaces.Dict
+    action_space: spaces.MultiDiscrete
+    default_params: Params
+
+    # --- hooks -------------------------------------------------------------------------------------------
+    def _init(self, key: jax.Array, params: Params) -> State:
+        """A fresh state: every agent spawned, every counter at zero."""
+        raise NotImplementedError
+
+    def _respawn(self, state: State, mask: jax.Array, key: jax.Array, params: Params) -> State:
+        """`state` with the agents under mask (n, A) reset to the start of a new episode."""
+        raise NotImplementedError
+
+    def _move(self, state: State, actions: jax.Array, params: Params) -> State:
+        """Applies valid actions (n, A) and steps the physics."""
+        raise NotImplementedError
+
+    def _observe(self, state: State, params: Params) -> tuple[dict, Any]:
+        """(obs, events) of the current state; events are whatever `_outcome` needs (pure: no state change)."""
+        raise NotImplementedError
+
+    def _outcome(self, state: State, events: Any, params: Params) -> tuple[State, jax.Array, jax.Array, jax.Array]:
+        """(state, reward, terminated, truncated) after a move, given the events observed."""
+        raise NotImplementedError
+
+    def _restart(self, state: State, events: Any, mask: jax.Array) -> State:
+        """Lets a just-reset agent's first observation count (e.g. texels already seen); default: nothing."""
+        return state
+
+    # --- the contract -------------------------------------------------------------------------------------
+    def reset(self, key: jax.Array, params: Params | None = None) -> tuple[State, TimeStep]:
+        """A new episode in every env: (state, ts) with zero rewards."""
+        params = self.default_params if params is None else params
+        state = self._init(key, params)
+        obs, events = self._observe(state, params)
+        all_agents = jnp.ones((self.n_envs, self.n_agents), bool)
+        state = self._restart(state, events, all_agents)
+        no = jnp.zeros((self.n_envs, self.n_agents), bool)
+        zero = jnp.zeros((self.n_envs, self.n_agents), jnp.float32)
+        return state, TimeStep(obs, zero, no, no, obs, dict(invalid_actions=no))
+
+    def step(self, state: State, action: jax.Array, params: Params | None = None) -> tuple[State, TimeStep]:
+        """Advances every env by one step; action: (n_envs, n_agents) ints from `action_space`."""
+        params = self.default_params if params is None else params
+        action, invalid = modules.valid_actions(self._check_action(action), self.action_space.n_actions)
+        state = self._move(state, action, params)
+        final_obs, events = self._observe(state, params)
+        state, reward, terminated, truncated = self._outcome(state, events, params)
+        done = terminated | truncated
+
+        def restart(state):
+            key, sub = jax.random.split(state.key)
+            state = self._respawn(replace(state, key=key), done, sub, params)
+            obs, events = self._observe(state, params)
+            obs = jax.tree.map(lambda new, old: jnp.where(_expand(done, new), new, old), obs, final_obs)
+            return self._restart(state, events, done), obs
+
+        # most steps in small batches have no resets: skip the second render then
+        state, obs = jax.lax.cond(done.any(), restart, lambda s: (s, final_obs), state)
+        return state, TimeStep(obs, reward, terminated, truncated, final_obs, dict(invalid_actions=invalid))
+
+    def _check_action(self, action) -> jax.Array:
+        shape = (self.n_envs, self.n_agents)
+        action = jnp.asarray(action)
+        if not jnp.issubdtype(action.dtype, jnp.integer):
+            raise TypeError(f"action: expected integers of shape {shape}, got dtype {action.dtype}")
+        if action.shape != shape:
+            raise ValueError(f"action: expected shape {shape} (n_envs, n_agents), got {action.shape}")
+        return action.astype(jnp.int32)
+
+    # --- looking at it ------------------------------------------------------------------------------------
+    def state(self, state: State, e: int = 0) -> dict[str, Any]:
+        """Env e's part of `state` (and its scenery) as numpy arrays, for plotting."""
+        if not 0 <= e < self.n_envs:
+            raise ValueError(f"e: expected an env index in [0, {self.n_envs}), got {e}")
+        fields = {k: getattr(state, k) for k in state.__dataclass_fields__ if k != "key"}
+        fields["obs"], _ = self._observe(state, self.default_params)
+        picked = jax.tree.map(lambda x: np.asarray(x[e]), fields)
+        return dict(picked, scenery=scene.env_lines(self.scenery, e), fov=self.fov, e=e)
+
+    def plot_state(self, state: dict[str, Any]):
+        """A matplotlib figure of one env's state (from `env.state(state, e)`)."""
+        from jaxstep import plotting
+
+        return plotting.plot_env(state)
+
+
+def _expand(mask: jax.Array, x: jax.Array) -> jax.Array:
+    return mask.reshape(mask.shape + (1,) * (x.ndim - mask.ndim))
+
+
+@pytree_dataclass
+class BaseState:
+    """Fields every env's state has: agents, a PRNG key and each agent's steps since its reset (n, A)."""
+
+    agents: Agents
+    key: jax.Array
+    time: jax.Array
+
+
+def world(geometries: list[dict], n_agents: int, seed: int, backend: str) -> tuple[scene.Scenery, modules.Spawns]:
+    """Scenery for the geometries (one per env) and spawn points for each distinct one."""
+    scenery = scene.scenery(geometries, n_agents=n_agents, seed=seed, backend=backend)
+    _, first = np.unique(np.asarray(scenery.env_geometry), return_index=True)
+    return scenery, modules.random_spawns([geometries[i] for i in first], seed=seed)
+
+
+def default_floorplans(n_envs: int, seed: int = 0):
+    """A factory of procedural floor plans: as many as envs, up to 256 distinct ones."""
+    from jaxstep import geometry
+
+    return lambda: geometry.floorplans(min(n_envs, 256), seed=seed)
+
+
+def check_geometries(geometries, n_envs: int, default) -> list[dict]:
+    """The env's geometries, one per env (cycled), validated."""
+    from jaxstep import geometry
+
+    if geometries is None:
+        geometries = default()
+    if isinstance(geometries, dict):
+        geometries = [geometries]
+    geometries = list(geometries)
+    if not geometries:
+        raise ValueError("geometries: expected at least one geometry, got an empty list")
+    checked = [geometry.validate(g) for g in geometries]
+    return [checked[i % len(checked)] for i in range(n_envs)]
+
+
+def check_count(name: str, value, upper: int | None = None) -> int:
+    if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name}: expected a positive int, got {value!r}")
+    if upper is not None and value > upper:
+        raise ValueError(f"{name}: expected at most {upper}, got {value}")
+    return int(value)

@@ -1,0 +1,111 @@
+"""Explorer: one agent rewarded for seeing wall texels it has not seen before in this episode."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxstep import core, modules, spaces
+from jaxstep.envs.base import BaseState, Env, check_count, check_geometries, default_floorplans, world
+from jaxstep.ffi.types import MODEL_LINES
+from jaxstep.pytree import pytree_dataclass, replace
+
+
+@pytree_dataclass
+class ExplorerParams:
+    accel: float = 5.0  # metres per second squared
+    ang_accel: float = 180.0  # degrees per second squared
+    decay: float = 0.125  # fraction of velocity lost each step
+    patience: int = 200  # an episode ends once its length exceeds the texels seen plus this
+
+
+@pytree_dataclass
+class ExplorerState(BaseState):
+    seen: jax.Array  # (n_envs, max_texels) bool, which of the env's wall texels were seen this episode
+    potential: jax.Array  # (n_envs, 1) int32, how many
+
+
+class Explorer(Env):
+    """One agent per env in procedural floor plans (or `geometries`), with momentum.
+
+    obs: rgb (n_envs, 1, 1, res, 3) and depth (n_envs, 1, 1, res, 1) in [0, 1]; imu (n_envs, 1, 3).
+    action: (n_envs, 1) in [0, 7). reward: (n_envs, 1), wall texels seen for the first time this episode / res.
+    terminated: never. truncated: once the episode's length reaches texels seen + patience.
+    """
+
+    def __init__(self, n_envs: int = 1, geometries=None, res: int = 64, fov: float = 130.0, fps: float = 10.0,
+                 seed: int = 0, backend: str = "ffi"):  # fmt: skip
+        self.n_envs, self.n_agents = check_count("n_envs", n_envs), 1
+        self.res, self.fov, self.fps, self.backend = check_count("res", res), fov, fps, backend
+        geometries = check_geometries(geometries, n_envs, default_floorplans(n_envs, seed))
+        self.scenery, self.spawns = world(geometries, 1, seed, backend)
+        self._texels = _texel_ranges(self.scenery)
+        self.max_texels = int(self._texels[1].max())
+        self.observation_space = spaces.Dict(
+            rgb=spaces.MultiImage(n_envs, 1, 1, res, 3),
+            depth=spaces.MultiImage(n_envs, 1, 1, res, 1),
+            imu=spaces.MultiVector(n_envs, 1, 3),
+        )
+        self.action_space = spaces.MultiDiscrete(n_envs, 1, modules.N_ACTIONS)
+        self.default_params = ExplorerParams()
+
+    def _init(self, key, params):
+        key, sub = jax.random.split(key)
+        n = self.n_envs
+        state = ExplorerState(
+            agents=core.agents(n, 1), key=key, time=jnp.zeros((n, 1), jnp.int32),
+            seen=jnp.zeros((n, self.max_texels), bool), potential=jnp.zeros((n, 1), jnp.int32),
+        )  # fmt: skip
+        return self._respawn(state, jnp.ones((n, 1), bool), sub, params)
+
+    def _respawn(self, state, mask, key, params):
+        agents = modules.respawn(state.agents, self.spawns, self.scenery.env_geometry, mask, key)
+        return replace(
+            state, agents=agents, time=jnp.where(mask, 0, state.time),
+            seen=state.seen & ~mask, potential=jnp.where(mask, 0, state.potential),
+        )  # fmt: skip
+
+    def _move(self, state, actions, params):
+        p = params
+        agents = modules.momentum_movement(state.agents, actions, self.fps, p.accel, p.ang_accel, p.decay)
+        agents, _ = core.physics(self.scenery, agents, self.fps, self.backend)
+        return replace(state, agents=agents, time=state.time + 1)
+
+    def _observe(self, state, params):
+        view = core.render(self.scenery, state.agents, self.res, self.fov, self.backend)
+        obs = dict(rgb=modules.rgb(view), depth=modules.depth(view), imu=modules.imu(state.agents))
+        return obs, self._seen_now(view)
+
+    def _seen_now(self, view) -> jax.Array:
+        """(n_envs, max_texels) bool: the env's wall texels some ray hits now."""
+        first, _ = self._texels
+        s = self.scenery
+        wall = view.indices - MODEL_LINES  # one agent: lines past its model are walls
+        is_wall = wall >= 0
+        g = s.env_geometry[:, None, None]
+        line = MODEL_LINES + s.wall_offsets[g] + jnp.maximum(wall, 0)
+        start, width = s.texel_offsets[line], s.texel_offsets[line + 1] - s.texel_offsets[line]
+        texel = start + jnp.minimum(jnp.floor(width * view.locations).astype(jnp.int32), width - 1)
+        texel = jnp.where(is_wall, texel - first[:, None, None], self.max_texels)  # misses dropped below
+        envs = jnp.broadcast_to(jnp.arange(self.n_envs)[:, None, None], texel.shape)
+        return jnp.zeros((self.n_envs, self.max_texels), bool).at[envs, texel].set(True, mode="drop")
+
+    def _outcome(self, state, seen_now, params):
+        seen = state.seen | seen_now
+        potential = seen.sum(-1, keepdims=True, dtype=jnp.int32)
+        reward = (potential - state.potential).astype(jnp.float32) / self.res
+        truncated = state.time >= potential + params.patience
+        no = jnp.zeros_like(truncated)
+        return replace(state, seen=seen, potential=potential), reward, no, truncated
+
+    def _restart(self, state, seen_now, mask):
+        # what a fresh agent sees first is seen, but not rewarded
+        seen = jnp.where(mask, state.seen | seen_now, state.seen)
+        return replace(state, seen=seen, potential=seen.sum(-1, keepdims=True, dtype=jnp.int32))
+
+
+def _texel_ranges(s) -> tuple[jax.Array, np.ndarray]:
+    """Each env's first wall texel (n_envs,) on the device, and its wall texel count (n_envs,) as numpy."""
+    g = np.asarray(s.env_geometry)
+    offsets, texel_offsets = np.asarray(s.wall_offsets), np.asarray(s.texel_offsets)
+    first = texel_offsets[MODEL_LINES + offsets[g]]
+    return jnp.asarray(first), texel_offsets[MODEL_LINES + offsets[g + 1]] - first
