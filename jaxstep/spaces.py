@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import functools
 import math
 import numbers
 import operator
@@ -136,11 +137,35 @@ def _float_in(x: np.ndarray | jax.Array, low: float, high: float) -> Bool:
     return bool(np.all(np.isfinite(x) & (x >= lo) & (x <= hi)))
 
 
-def _uniform(key: jax.Array, shape: tuple[int, ...], low: float, high: float) -> jax.Array:
+# The samplers draw a flat vector and reshape it: XLA's CPU compile time of jax.random's generators grows fast with
+# the rank of the shape asked for (seconds for rank 5), not with its size. They are jitted, with bounds traced, so
+# that eager calls compile once per shape rather than once per primitive per call.
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _uniform(key: jax.Array, shape: tuple[int, ...], low: jax.Array, high: jax.Array) -> jax.Array:
     """Uniform float32 in [low, high]; written as a convex combination so that huge ranges cannot overflow."""
-    u = jax.random.uniform(key, shape, jnp.float32)
-    x = low * (1 - u) + high * u
-    return jnp.clip(x, np.float32(low), np.float32(high))
+    u = jax.random.uniform(key, (math.prod(shape),), jnp.float32).reshape(shape)
+    return jnp.clip(low * (1 - u) + high * u, low, high)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _exponential(key: jax.Array, shape: tuple[int, ...], bound: jax.Array, sign: jax.Array) -> jax.Array:
+    """`bound` plus `sign` times a standard exponential, float32, clipped to stay finite."""
+    x = bound + sign * jax.random.exponential(key, (math.prod(shape),), jnp.float32).reshape(shape)
+    return jnp.clip(x, -_F32_MAX, _F32_MAX)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _normal(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """Standard normal float32."""
+    return jax.random.normal(key, (math.prod(shape),), jnp.float32).reshape(shape)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _randint(key: jax.Array, shape: tuple[int, ...], n: jax.Array) -> jax.Array:
+    """Uniform int32 in [0, n)."""
+    return jax.random.randint(key, (math.prod(shape),), 0, n, jnp.int32).reshape(shape)
 
 
 def _nearest_zero(low: float, high: float) -> float:
@@ -234,7 +259,7 @@ class MultiImage(_Batched):
         return np.dtype(np.float32)
 
     def sample(self, key: jax.Array) -> jax.Array:
-        return _uniform(key, self.shape, self.low, self.high)
+        return _uniform(key, self.shape, np.float32(self.low), np.float32(self.high))
 
     def contains(self, x: Any) -> Bool:
         x = _fits(x, self.shape, jnp.floating)
@@ -273,14 +298,12 @@ class MultiVector(_Batched):
     def sample(self, key: jax.Array) -> jax.Array:
         lo_inf, hi_inf = math.isinf(self.low), math.isinf(self.high)
         if lo_inf and hi_inf:
-            return jax.random.normal(key, self.shape, jnp.float32)
-        if hi_inf:  # clipped so that a bound near float32's largest cannot overflow to inf
-            x = np.float32(self.low) + jax.random.exponential(key, self.shape, jnp.float32)
-            return jnp.clip(x, np.float32(self.low), np.float32(_F32_MAX))
+            return _normal(key, self.shape)
+        if hi_inf:
+            return _exponential(key, self.shape, np.float32(self.low), np.float32(1))
         if lo_inf:
-            x = np.float32(self.high) - jax.random.exponential(key, self.shape, jnp.float32)
-            return jnp.clip(x, np.float32(-_F32_MAX), np.float32(self.high))
-        return _uniform(key, self.shape, self.low, self.high)
+            return _exponential(key, self.shape, np.float32(self.high), np.float32(-1))
+        return _uniform(key, self.shape, np.float32(self.low), np.float32(self.high))
 
     def contains(self, x: Any) -> Bool:
         x = _fits(x, self.shape, jnp.floating)
@@ -310,7 +333,7 @@ class MultiDiscrete(_Batched):
         return np.dtype(np.int32)
 
     def sample(self, key: jax.Array) -> jax.Array:
-        return jax.random.randint(key, self.shape, 0, self.n_actions, jnp.int32)
+        return _randint(key, self.shape, np.int32(self.n_actions))
 
     def contains(self, x: Any) -> Bool:
         x = _fits(x, self.shape, jnp.integer)
