@@ -150,6 +150,43 @@ def kernels(
     )
 
 
+def envs(
+    names: Sequence[str] = ("minimal", "explorer", "deathmatch", "waypoint"),
+    n_envs: Sequence[int] = (1024, 8192),
+    steps: int = 100,
+    repeats: int = 3,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
+    """Env steps with random actions, `steps` per jitted scan; returns a JSON-ready dict.
+
+    frames_per_second counts agent-frames: n_envs * n_agents per env step.
+    """
+    from jaxstep import envs as registry
+
+    results = []
+    for name in names:
+        for n in n_envs:
+            env = registry.make(name, n_envs=n)
+
+            def run(key, env=env):
+                state, _ = env.reset(key)
+
+                def step(state, key):
+                    state, ts = env.step(state, env.action_space.sample(key))
+                    return state, ts.reward.mean()
+
+                return jax.lax.scan(step, state, jax.random.split(key, steps))[1]
+
+            first, seconds = _time(jax.jit(run), (jax.random.PRNGKey(0),), repeats)
+            rate = n * env.n_agents * steps / seconds
+            results.append(dict(env=name, n_envs=n, n_agents=env.n_agents, steps=steps, compile_seconds=first,
+                                seconds=seconds, frames_per_second=rate))  # fmt: skip
+            if progress:
+                progress(f"{name:10s} n_envs={n:6d}  {rate / 1e6:8.2f} M frames/s  (compile {first:.1f} s)")
+    return dict(benchmark="envs", device=str(jax.devices()[0].device_kind), platform=jax.default_backend(),
+                jax=jax.__version__, results=results)  # fmt: skip
+
+
 def write(result: dict, path: str | None) -> None:
     text = json.dumps(result, indent=2)
     if path:

@@ -71,7 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     d.add_argument("--out", default="demo.png", help="PNG to write (default: demo.png)")
 
     b = commands.add_parser("bench", help="measure throughput and write JSON")
-    b.add_argument("what", choices=["kernels"])
+    b.add_argument("what", choices=["kernels", "envs"])
+    b.add_argument("--envs", nargs="+", default=["minimal", "explorer", "deathmatch", "waypoint"])
     b.add_argument("--n-envs", type=_positive_int, nargs="+", default=[1024, 8192])
     b.add_argument("--res", type=_positive_int, default=256)
     b.add_argument("--n-agents", type=_positive_int, default=1)
@@ -88,10 +89,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.command == "bench":
         from jaxstep import bench
 
+        def say(line):
+            print(line, file=sys.stderr)
+
+        if args.what == "envs":
+            result = bench.envs(args.envs, args.n_envs, steps=args.steps, repeats=args.repeats, progress=say)
+            bench.write(result, args.out)
+            return 0
         result = bench.kernels(
             n_envs=args.n_envs, res=args.res, n_agents=args.n_agents, backends=args.backends,
             geometry=args.geometry, steps=args.steps, repeats=args.repeats,
-            reference_max_envs=args.reference_max_envs, progress=lambda line: print(line, file=sys.stderr),
+            reference_max_envs=args.reference_max_envs, progress=say,
         )  # fmt: skip
         bench.write(result, args.out)
     return 0

@@ -8,7 +8,9 @@ export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/device.txt"
 python3 -m pip install --no-build-isolation --no-deps -q -e . 2>&1 | tail -5 || exit 1
 python3 -c "import jax; from jaxstep.ffi import calls; print(jax.__version__, jax.devices(), calls.register())"
-python3 -m pytest -q -p no:cacheprovider tests/test_kernels_gpu.py tests/test_kernels.py 2>&1 | tee "$OUT/tests.txt" | tail -15
+python3 -m pytest -q -p no:cacheprovider tests/test_kernels_gpu.py tests/test_kernels.py tests/test_envs.py 2>&1 \
+  | tee "$OUT/tests.txt" | tail -15
 timeout 240 compute-sanitizer --tool memcheck --error-exitcode 9 python3 scripts/sanitize_kernels.py \
   > "$OUT/memcheck.txt" 2>&1; echo "memcheck exit $?" | tee -a "$OUT/memcheck.txt"; tail -3 "$OUT/memcheck.txt"
-python3 -m jaxstep.cli bench kernels --n-envs 1024 8192 32768 --res 256 --out "$OUT/kernels.json" "$@"
+python3 -m jaxstep.cli bench kernels --n-envs 1024 8192 32768 --res 256 --out "$OUT/kernels.json"
+python3 -m jaxstep.cli bench envs --n-envs 1024 8192 32768 --steps 50 --out "$OUT/envs.json"
