@@ -18,57 +18,53 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def demo(n_envs: int, steps: int, out: str) -> None:
-    """Spins agents in boxes inside one jitted scan, prints frames per second, saves a picture of env 0."""
-    import dataclasses
-
+def demo(name: str, n_envs: int, steps: int, out: str, chunk: int = 10) -> None:
+    """Steps n_envs envs with random actions on the default device, prints frames per second, records env 0."""
     import jax
-    import jax.numpy as jnp
-    import matplotlib
+    import numpy as np
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from jaxstep import envs, recording
+    from jaxstep.progress import progress
 
-    from jaxstep import core, scene, toys
-
-    scenery = scene.scenery([toys.box()] * n_envs, n_agents=1)
-    key = jax.random.PRNGKey(0)
-    positions = jax.random.uniform(key, (n_envs, 1, 2), minval=2.0, maxval=5.0)
-    agents = dataclasses.replace(core.agents(n_envs, 1, positions=positions), angvelocity=jnp.full((n_envs, 1), 90.0))
+    env = envs.make(name, n_envs=n_envs)
+    chunk = min(chunk, steps)
 
     @jax.jit
-    def rollout(agents):
-        def step(agents, key):
-            velocity = jax.random.normal(key, agents.velocity.shape) * 2
-            agents, _ = core.physics(scenery, dataclasses.replace(agents, velocity=velocity))
-            return agents, core.render(scenery, agents).screen[0, 0]
+    def advance(state, key):
+        def step(state, key):
+            state, ts = env.step(state, env.action_space.sample(key))
+            return state, env.snapshot(state, ts.obs, 0)
 
-        return jax.lax.scan(step, agents, jax.random.split(key, steps))
+        return jax.lax.scan(step, state, jax.random.split(key, chunk))
 
-    jax.block_until_ready(rollout(agents))  # compile
-    start = time.perf_counter()
-    agents, screens = jax.block_until_ready(rollout(agents))
-    seconds = time.perf_counter() - start
-    print(f"{n_envs} envs x {steps} steps on {jax.devices()[0].device_kind}: {n_envs * steps / seconds:,.0f} frames/s")
-
-    fig, (plan, view) = plt.subplots(1, 2, figsize=(10, 5))
-    scene.display(scenery, 0, ax=plan)
-    x, y = jax.device_get(agents.positions[0, 0])
-    plan.plot([x], [y], "ko")
-    view.imshow(scene.gamma_encode(jax.device_get(screens).clip(0, 1)), aspect="auto", interpolation="nearest")
-    view.set(title="env 0's view, one row per step", xlabel="pixel", ylabel="step")
-    fig.savefig(out, dpi=80)
-    print(f"wrote {out}")
+    key = jax.random.PRNGKey(0)
+    state, _ = jax.jit(env.reset)(key)
+    n_chunks = -(-steps // chunk)
+    snapshots, timed = [], 0.0
+    for i in progress(range(n_chunks), desc=f"{name} x {n_envs}"):
+        start = time.perf_counter()
+        state, snapshot = jax.block_until_ready(advance(state, jax.random.fold_in(key, i)))
+        if i:  # the first chunk compiles
+            timed += time.perf_counter() - start
+        snapshots.append(jax.device_get(snapshot))
+    device = jax.devices()[0]
+    if n_chunks > 1:
+        fps = n_envs * env.n_agents * chunk * (n_chunks - 1) / timed
+        print(f"{fps:,.0f} frames/s ({n_envs} envs x {env.n_agents} agents) on {device.platform}: {device.device_kind}")
+    trajectory = jax.tree.map(lambda *xs: np.concatenate(xs)[:steps], *snapshots)
+    video = recording.record(env, trajectory, out)
+    print(f"wrote {video.path} ({steps} frames of env 0)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="jaxstep", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    d = commands.add_parser("demo", help="step box envs on the default device and save a picture")
-    d.add_argument("--n-envs", type=_positive_int, default=1024)
+    d = commands.add_parser("demo", help="step envs with random actions and record a video of env 0")
+    d.add_argument("env", nargs="?", default="explorer", help="env name (default: explorer)")
+    d.add_argument("--n-envs", type=_positive_int, default=256)
     d.add_argument("--steps", type=_positive_int, default=100)
-    d.add_argument("--out", default="demo.png", help="PNG to write (default: demo.png)")
+    d.add_argument("--out", default="demo.mp4", help="video to write, .mp4 or .gif (default: demo.mp4)")
 
     b = commands.add_parser("bench", help="measure throughput and write JSON")
     b.add_argument("what", choices=["kernels", "envs"])
@@ -85,7 +81,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     if args.command == "demo":
-        demo(args.n_envs, args.steps, args.out)
+        from jaxstep.envs import REGISTRY
+        from jaxstep.recording import FORMATS
+
+        if args.env not in REGISTRY:
+            parser.error(f"unknown env {args.env!r}; choose from {', '.join(sorted(REGISTRY))}")
+        if not args.out.endswith(FORMATS):
+            parser.error(f"--out: expected a file ending in {' or '.join(FORMATS)}, got {args.out!r}")
+        demo(args.env, args.n_envs, args.steps, args.out)
     elif args.command == "bench":
         from jaxstep import bench
 

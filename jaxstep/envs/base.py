@@ -132,20 +132,34 @@ class Env(Generic[State, Params]):
         return action.astype(jnp.int32)
 
     # --- looking at it ------------------------------------------------------------------------------------
-    def state(self, state: State, e: int = 0) -> dict[str, Any]:
-        """Env e's part of `state` (and its scenery) as numpy arrays, for plotting."""
-        if not 0 <= e < self.n_envs:
-            raise ValueError(f"e: expected an env index in [0, {self.n_envs}), got {e}")
+    def snapshot(self, state: State, obs: dict, e: int = 0) -> dict[str, Any]:
+        """Env e's part of `state` (all but the key) and of `obs`, as arrays: cheap to keep each step of a scan."""
+        self._check_env_index(e)
         fields = {k: getattr(state, k) for k in state.__dataclass_fields__ if k != "key"}
-        fields["obs"], _ = self._observe(state, self.default_params)
-        picked = jax.tree.map(lambda x: np.asarray(x[e]), fields)
-        return dict(picked, scenery=scene.env_lines(self.scenery, e), fov=self.fov, e=e)
+        return jax.tree.map(lambda x: x[e], dict(fields, obs=obs))
+
+    def describe(self, snapshot: dict[str, Any], e: int = 0) -> dict[str, Any]:
+        """A snapshot of env e as numpy, with what a picture of it needs (its walls, lights, fov)."""
+        self._check_env_index(e)
+        return dict(jax.device_get(snapshot), scenery=scene.env_lines(self.scenery, e), fov=self.fov, e=e)
+
+    def state(self, state: State, e: int = 0) -> dict[str, Any]:
+        """Env e's state, observations and scenery as numpy arrays, for `plot_state`."""
+        obs, _ = self._observe(state, self.default_params)
+        return self.describe(self.snapshot(state, obs, e), e)
+
+    def _check_env_index(self, e: int) -> None:
+        if not isinstance(e, int | np.integer) or not 0 <= e < self.n_envs:
+            raise ValueError(f"e: expected an env index in [0, {self.n_envs}), got {e!r}")
 
     def plot_state(self, state: dict[str, Any]):
         """A matplotlib figure of one env's state (from `env.state(state, e)`)."""
         from jaxstep import plotting
 
         return plotting.plot_env(state)
+
+    # the module-level function plot_state uses, so worker processes can draw frames without the env
+    plotter = "jaxstep.plotting:plot_env"
 
 
 def _expand(mask: jax.Array, x: jax.Array) -> jax.Array:
