@@ -189,12 +189,26 @@ def default_floorplans(n_envs: int, seed: int = 0):
     return lambda: geometry.floorplans(min(n_envs, 256), seed=seed)
 
 
+NAMED_GEOMETRIES = ("floorplans", "mazes", "box", "column")
+
+
 def check_geometries(geometries, n_envs: int, default) -> list[dict]:
-    """The env's geometries, one per env (cycled), validated."""
-    from jaxstep import geometry
+    """The env's geometries, one per env (cycled), validated. `geometries` may be a list of geometry dicts, one
+    dict, None for the env's default, or a name: "floorplans", "mazes" (up to 256 distinct), "box" or "column"."""
+    from jaxstep import geometry, toys
 
     if geometries is None:
         geometries = default()
+    elif isinstance(geometries, str):
+        named = {
+            "floorplans": lambda: geometry.floorplans(min(n_envs, 256)),
+            "mazes": lambda: geometry.mazes(min(n_envs, 256)),
+            "box": lambda: [toys.box()],
+            "column": lambda: [toys.column()],
+        }
+        if geometries not in named:
+            raise ValueError(f"geometries: unknown name {geometries!r}; expected one of {NAMED_GEOMETRIES}")
+        geometries = named[geometries]()
     if isinstance(geometries, dict):
         geometries = [geometries]
     geometries = list(geometries)

@@ -1,0 +1,72 @@
+"""Network pieces built from spaces: intakes (observations to features) and a categorical output per agent.
+
+Observations arrive batched as (B, ...) per key, B = n_envs * n_agents: agents share weights.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxstep import spaces
+
+
+class ImageIntake(nn.Module):
+    """(B, H, W, C) images to (B, features): 1D convolutions across the width (rows are folded into channels)."""
+
+    features: int = 256
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        B, H, W, C = x.shape
+        x = x.transpose(0, 2, 1, 3).reshape(B, W, H * C)
+        x = nn.relu(nn.Conv(32, (5,), strides=2)(x))
+        x = nn.relu(nn.Conv(64, (5,), strides=2)(x))
+        return nn.relu(nn.Dense(self.features)(x.reshape(B, -1)))
+
+
+class VectorIntake(nn.Module):
+    """(B, D) vectors to (B, features)."""
+
+    features: int = 256
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return nn.relu(nn.Dense(self.features)(x))
+
+
+def _intake(space: spaces.Space, features: int) -> nn.Module:
+    if isinstance(space, spaces.MultiImage):
+        return ImageIntake(features)
+    if isinstance(space, spaces.MultiVector):
+        return VectorIntake(features)
+    raise TypeError(f"observation_space: no intake for {type(space).__name__}")
+
+
+class Intake(nn.Module):
+    """A dict of observations (B, ...) to (B, features): one intake per key, concatenated, then a dense layer."""
+
+    observation_space: spaces.Dict
+    features: int = 256
+
+    @nn.compact
+    def __call__(self, obs: dict[str, jax.Array]) -> jax.Array:
+        parts = [_intake(self.observation_space[k], self.features)(obs[k]) for k in sorted(self.observation_space)]
+        return nn.relu(nn.Dense(self.features)(jnp.concatenate(parts, -1)))
+
+
+def sample(key: jax.Array, logits: jax.Array) -> jax.Array:
+    """Actions (...,) int32 drawn from categorical logits (..., n_actions)."""
+    return jax.random.categorical(key, logits).astype(jnp.int32)
+
+
+def log_prob(logits: jax.Array, actions: jax.Array) -> jax.Array:
+    """log pi(action) (...,) under logits (..., n_actions)."""
+    return jnp.take_along_axis(jax.nn.log_softmax(logits), actions[..., None], -1)[..., 0]
+
+
+def entropy(logits: jax.Array) -> jax.Array:
+    """Entropy (...,) in nats of categorical logits (..., n_actions)."""
+    logp = jax.nn.log_softmax(logits)
+    return -(jnp.exp(logp) * logp).sum(-1)
