@@ -18,27 +18,47 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def demo(name: str, n_envs: int, steps: int, out: str, chunk: int = 10) -> None:
-    """Steps n_envs envs with random actions on the default device, prints frames per second, records env 0."""
+def demo(name: str | None, n_envs: int, steps: int, out: str, agent: str | None = None, chunk: int = 10) -> None:
+    """Steps n_envs envs on the default device (random actions, or a trained agent's), prints frames per second,
+    and records env 0."""
     import jax
     import numpy as np
 
     from jaxstep import envs, recording
+    from jaxstep.agents import heads
     from jaxstep.progress import progress
 
-    env = envs.make(name, n_envs=n_envs)
+    if agent:
+        from jaxstep.agents.train import load_policy
+
+        env, net, params = load_policy(agent, n_envs)
+        name = env.__class__.__name__.lower()
+    else:
+        env, net, params = envs.make(name, n_envs=n_envs), None, None
     chunk = min(chunk, steps)
+    B = env.n_envs * env.n_agents
+
+    def act(key, obs, carry, done):
+        if net is None:
+            return env.action_space.sample(key), carry
+        flat = jax.tree.map(lambda x: x.reshape(B, *x.shape[2:]), obs)
+        logits, _, carry = net.apply(params, flat, carry, done.reshape(B))
+        return heads.sample(key, logits).reshape(env.n_envs, env.n_agents), carry
 
     @jax.jit
-    def advance(state, key):
-        def step(state, key):
-            state, ts = env.step(state, env.action_space.sample(key))
-            return state, env.snapshot(state, ts.obs, 0)
+    def advance(carry, key):
+        def step(carry, key):
+            state, obs, net_carry, done = carry
+            action, net_carry = act(key, obs, net_carry, done)
+            state, ts = env.step(state, action)
+            return (state, ts.obs, net_carry, ts.done), env.snapshot(state, ts.obs, 0)
 
-        return jax.lax.scan(step, state, jax.random.split(key, chunk))
+        return jax.lax.scan(step, carry, jax.random.split(key, chunk))
 
     key = jax.random.PRNGKey(0)
-    state, _ = jax.jit(env.reset)(key)
+    state, ts = jax.jit(env.reset)(key)
+    net_carry = net.initial_carry(B) if net is not None else None
+    state = (state, ts.obs, net_carry, ts.done)
     n_chunks = -(-steps // chunk)
     snapshots, timed = [], 0.0
     for i in progress(range(n_chunks), desc=f"{name} x {n_envs}"):
@@ -65,6 +85,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     d.add_argument("--n-envs", type=_positive_int, default=256)
     d.add_argument("--steps", type=_positive_int, default=100)
     d.add_argument("--out", default="demo.mp4", help="video to write, .mp4 or .gif (default: demo.mp4)")
+    d.add_argument("--agent", metavar="LOGDIR", help="act with the agent trained in LOGDIR (`jaxstep train`)")
+
+    t = commands.add_parser("train", help="train an LSTM agent with PPO, writing LOGDIR/metrics.csv and checkpoints")
+    t.add_argument("env", help="env name")
+    t.add_argument("--total-steps", type=_positive_int, default=10_000_000, help="agent-steps to train for")
+    t.add_argument("--n-envs", type=_positive_int, default=1024)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--logdir", default="runs/latest")
+    t.add_argument("--resume", action="store_true", help="continue from LOGDIR's latest checkpoint")
+    t.add_argument("--agent", choices=["lstm", "feedforward"], default="lstm")
+    t.add_argument("--rollout", type=_positive_int, default=32, help="env steps per update")
+    t.add_argument("--updates-per-chunk", type=_positive_int, default=10, help="updates per compiled call")
 
     b = commands.add_parser("bench", help="measure throughput and write JSON")
     b.add_argument("what", choices=["kernels", "envs"])
@@ -88,7 +120,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"unknown env {args.env!r}; choose from {', '.join(sorted(REGISTRY))}")
         if not args.out.endswith(FORMATS):
             parser.error(f"--out: expected a file ending in {' or '.join(FORMATS)}, got {args.out!r}")
-        demo(args.env, args.n_envs, args.steps, args.out)
+        if args.agent:
+            from jaxstep.agents.train import latest_checkpoint
+
+            if latest_checkpoint(args.agent) is None:
+                parser.error(f"--agent: no checkpoint in {args.agent}/checkpoints")
+        demo(args.env, args.n_envs, args.steps, args.out, args.agent)
+    elif args.command == "train":
+        from jaxstep.agents import PPOConfig, run
+        from jaxstep.envs import REGISTRY
+
+        if args.env not in REGISTRY:
+            parser.error(f"unknown env {args.env!r}; choose from {', '.join(sorted(REGISTRY))}")
+        config = PPOConfig(env=args.env, n_envs=args.n_envs, total_steps=args.total_steps, seed=args.seed,
+                           agent=args.agent, rollout=args.rollout)  # fmt: skip
+        state, _ = run(config, args.logdir, resume=args.resume, updates_per_chunk=args.updates_per_chunk)
+        print(f"trained {int(state.update)} updates; metrics in {args.logdir}/metrics.csv")
     elif args.command == "bench":
         from jaxstep import bench
 

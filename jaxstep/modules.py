@@ -117,25 +117,38 @@ def free_points(geometry: dict, clearance: float = 1.5 * AGENT_RADIUS) -> np.nda
 
 
 def random_spawns(geometries: Sequence[dict], n_spawns: int = 100, seed: int = 0) -> Spawns:
-    """n_spawns random free points (and angles in [-180, 180)) of each of the distinct geometries."""
+    """n_spawns random free points (and angles in [-180, 180)) of each of the distinct geometries, all different
+    where the geometry has that many."""
     rng = np.random.default_rng(seed)
     positions = []
     for g in geometries:
-        points = free_points(g)
-        positions.append(points[rng.integers(len(points), size=n_spawns)])
+        points = rng.permutation(free_points(g))
+        positions.append(points[np.arange(n_spawns) % len(points)])
     angles = rng.uniform(-180, 180, (len(geometries), n_spawns))
     return Spawns(jnp.asarray(np.stack(positions), jnp.float32), jnp.asarray(angles, jnp.float32))
 
 
 def respawn(
-    agents: Agents, spawns: Spawns, env_geometry: jax.Array, mask: jax.Array, key: jax.Array
+    agents: Agents, spawns: Spawns, env_geometry: jax.Array, mask: jax.Array, key: jax.Array, tries: int = 8
 ) -> Agents:
-    """Agents where mask (n_envs, n_agents) is true moved to a random spawn of their env's geometry, at rest."""
+    """Agents where mask (n_envs, n_agents) is true moved to a random spawn of their env's geometry, at rest.
+
+    Agents of one env respawning together take spawns n_spawns / n_agents apart in the table, so never the same
+    one; of `tries` random offsets, each env takes the one farthest from its agents that stay put.
+    """
+    n, A = mask.shape
     n_spawns = spawns.angles.shape[1]
-    choice = jax.random.randint(key, mask.shape, 0, n_spawns)
-    g = env_geometry[:, None]
-    positions = jnp.where(mask[..., None], spawns.positions[g, choice], agents.positions)
-    angles = jnp.where(mask, spawns.angles[g, choice], agents.angles)
+    offsets = jax.random.randint(key, (n, tries), 0, n_spawns)
+    choice = (offsets[:, None, :] + (jnp.arange(A) * max(1, n_spawns // A))[None, :, None]) % n_spawns  # (n, A, K)
+    g = env_geometry[:, None, None]
+    candidates = spawns.positions[g, choice]  # (n, A, K, 2)
+    # distance from each candidate to each agent that stays, (n, A, K, A)
+    gap = jnp.linalg.norm(candidates[:, :, :, None] - agents.positions[:, None, None], axis=-1)
+    gap = jnp.where((mask[:, :, None, None] & ~mask[:, None, None, :]), gap, jnp.inf)
+    best = jnp.argmax(gap.min(axis=(1, 3)), axis=-1)  # (n,)
+    choice = jnp.take_along_axis(choice, best[:, None, None], -1)[..., 0]  # (n, A)
+    positions = jnp.where(mask[..., None], spawns.positions[env_geometry[:, None], choice], agents.positions)
+    angles = jnp.where(mask, spawns.angles[env_geometry[:, None], choice], agents.angles)
     velocity = jnp.where(mask[..., None], 0.0, agents.velocity)
     angvelocity = jnp.where(mask, 0.0, agents.angvelocity)
     return Agents(angles, positions, velocity, angvelocity)

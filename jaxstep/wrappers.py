@@ -29,15 +29,28 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
-import gymnasium
 import jax
 import jax.numpy as jnp
 import numpy as np
-from gymnasium.vector.utils import batch_space
 
 from jaxstep import spaces
 from jaxstep.envs.base import Env, TimeStep
 from jaxstep.pytree import replace
+
+try:  # gymnasium is optional: GymnaxEnv works without it
+    import gymnasium
+    from gymnasium.vector.utils import batch_space
+
+    _VectorEnv = gymnasium.vector.VectorEnv
+except ImportError:  # pragma: no cover
+    gymnasium = None
+    _VectorEnv = object
+
+
+def _need_gymnasium() -> None:
+    if gymnasium is None:  # pragma: no cover
+        raise ImportError("jaxstep.wrappers: the gymnasium adapters need gymnasium (pip install 'gymnasium>=1.0')")
+
 
 __all__ = ["GymnasiumVectorEnv", "GymnaxEnv", "gymnasium_space"]
 
@@ -53,6 +66,7 @@ def gymnasium_space(space: spaces.Space) -> gymnasium.spaces.Space:
     float32)`` (bounds may be infinite); MultiConstant -> ``Box(value, value, (), float32)``; MultiDiscrete ->
     ``Discrete(n_actions)`` (int32); Dict -> ``gymnasium.spaces.Dict`` of its members' spaces, in the same order.
     """
+    _need_gymnasium()
     if isinstance(space, spaces.Dict):
         # an OrderedDict, as gymnasium sorts the keys of plain dicts
         return gymnasium.spaces.Dict(OrderedDict((name, gymnasium_space(member)) for name, member in space.items()))
@@ -109,7 +123,7 @@ def _vector_infos(info: Mapping[str, np.ndarray], mask: np.ndarray) -> dict[str,
     return infos
 
 
-class GymnasiumVectorEnv(gymnasium.vector.VectorEnv):
+class GymnasiumVectorEnv(_VectorEnv):
     """A jaxstep env as a `gymnasium.vector.VectorEnv`: numpy in, numpy out, state and PRNG key held inside.
 
     Each agent of each env is a sub-env: ``num_envs = env.n_envs * env.n_agents`` (just ``env.n_envs`` for the
@@ -138,6 +152,7 @@ class GymnasiumVectorEnv(gymnasium.vector.VectorEnv):
     """
 
     def __init__(self, env: Env, seed: int = 0, params: Any = None) -> None:
+        _need_gymnasium()
         seed = _check_seed(seed)
         self.env = env
         self.params = env.default_params if params is None else params
@@ -204,9 +219,7 @@ class GymnasiumVectorEnv(gymnasium.vector.VectorEnv):
         all_envs = np.ones(self.num_envs, bool)
         return _cast(out["obs"], self.observation_space), _vector_infos(out["info"], all_envs)
 
-    def step(
-        self, actions: Any
-    ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+    def step(self, actions: Any) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         """Steps every sub-env; those whose episode ends are reset in the same step (``AutoresetMode.SAME_STEP``).
 
         Args:
@@ -225,20 +238,19 @@ class GymnasiumVectorEnv(gymnasium.vector.VectorEnv):
         if self._state is None:
             raise gymnasium.error.ResetNeeded("step: call reset() before step()")
         self._state, out = self._step(self._state, actions, self.params)
-        small = _host(dict(reward=out["reward"], terminated=out["terminated"], truncated=out["truncated"],
-                           info=out["info"], obs=out["obs"]))  # fmt: skip
-        terminated, truncated = small["terminated"], small["truncated"]
+        host = _host({name: out[name] for name in ("obs", "reward", "terminated", "truncated", "info")})
+        terminated, truncated = host["terminated"], host["truncated"]
         done = terminated | truncated
-        infos = _vector_infos(small["info"], np.ones(self.num_envs, bool))
+        infos = _vector_infos(host["info"], np.ones(self.num_envs, bool))
         if done.any():
             final = _cast(_host(out["final_obs"]), self.observation_space)
             final_obs = np.full(self.num_envs, None, dtype=object)
             for i in np.flatnonzero(done):
-                final_obs[i] = jax.tree.map(lambda x, i=i: x[i].copy(), final)
+                final_obs[i] = jax.tree.map(lambda x, i=i: np.array(x[i]), final)  # 0-d arrays, not scalars
             infos["final_obs"], infos["_final_obs"] = final_obs, done.copy()
-            infos["final_info"], infos["_final_info"] = _vector_infos(small["info"], done), done.copy()
-        obs = _cast(small["obs"], self.observation_space)
-        return obs, small["reward"], terminated, truncated, infos
+            infos["final_info"], infos["_final_info"] = _vector_infos(host["info"], done), done.copy()
+        obs = _cast(host["obs"], self.observation_space)
+        return obs, host["reward"], terminated, truncated, infos
 
     def _check_actions(self, actions: Any) -> np.ndarray:
         shape = (self.num_envs,)

@@ -240,3 +240,22 @@ def test_waypoint_rewards_arrival_and_moves_the_goal():
     assert np.linalg.norm(goal - [3.6, 3.5]) > 0.1, "a new goal"
     np.testing.assert_allclose(ts.obs["waypoint"][0, 0], np.asarray(
         jaxstep.modules.to_local_frame(state.agents.angles[0, 0], goal - state.agents.positions[0, 0])), atol=1e-5)
+
+
+def test_deathmatch_agents_spawn_apart():
+    env = jaxstep.make("deathmatch", n_envs=256, res=32, subsample=4, geometries=[toys.box()])
+    state, _ = jax.jit(env.reset)(jax.random.PRNGKey(0))
+    p = np.asarray(state.agents.positions)
+    gaps = np.linalg.norm(p[:, :, None] - p[:, None], axis=-1) + 99 * np.eye(4)
+    assert gaps.min() > 2 * core.AGENT_RADIUS
+
+
+def test_deathmatch_health_observation_is_current():
+    env = jaxstep.make("deathmatch", n_envs=1, n_agents=2, geometries=[toys.box()])
+    params = replace(env.default_params, decline=0.4)
+    state, _ = env.reset(jax.random.PRNGKey(0), params)
+    for _ in range(3):
+        state, ts = env.step(state, jnp.zeros((1, 2), jnp.int32), params)
+    np.testing.assert_array_equal(ts.terminated, True)
+    np.testing.assert_allclose(ts.final_obs["health"][..., 0], 1 - 3 * 0.4, atol=1e-6)
+    np.testing.assert_array_equal(ts.obs["health"], 1.0)

@@ -86,6 +86,10 @@ class Env(Generic[State, Params]):
         """(state, reward, terminated, truncated) after a move, given the events observed."""
         raise NotImplementedError
 
+    def _refresh(self, obs: dict, state: State) -> dict:
+        """Observations that `_outcome` changed (e.g. health), brought up to date; default: as they were."""
+        return obs
+
     def _restart(self, state: State, events: Any, mask: jax.Array) -> State:
         """Lets a just-reset agent's first observation count (e.g. texels already seen); default: nothing."""
         return state
@@ -109,6 +113,7 @@ class Env(Generic[State, Params]):
         state = self._move(state, action, params)
         final_obs, events = self._observe(state, params)
         state, reward, terminated, truncated = self._outcome(state, events, params)
+        final_obs = self._refresh(final_obs, state)
         done = terminated | truncated
 
         def restart(state):

@@ -94,6 +94,9 @@ class Deathmatch(Env):
         )
         return obs, self._targets(view.indices)
 
+    def _refresh(self, obs, state):
+        return dict(obs, health=state.health[..., None])
+
     def _targets(self, indices) -> jax.Array:
         """(n_envs, n_agents, n_agents) bool: agent o is under the middle two columns of agent a's view."""
         w = self.res // self.subsample
