@@ -17,6 +17,9 @@ def _has_gpu() -> bool:
 
 HAS_GPU = _has_gpu()
 
+# needs several devices: run by test_sharding.py in its own process
+collect_ignore = ["multidevice"]
+
 
 def pytest_collection_modifyitems(config, items):
     skip = pytest.mark.skip(reason="needs a CUDA GPU")
