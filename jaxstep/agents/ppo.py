@@ -104,15 +104,18 @@ class Train(NamedTuple):
     update: Any
     train: Any
     agent: Agent
-    env: envs.Env
+    env: envs.Env  # on one device
     n_updates: int
+    n_devices: int = 1
 
 
 def _flat(tree, B):
     return jax.tree.map(lambda x: x.reshape(B, *x.shape[2:]), tree)
 
 
-def make_train(config: PPOConfig) -> Train:
+def make_train(config: PPOConfig, axis_name: str | None = None) -> Train:
+    """The training functions for `config`. With `axis_name`, they run on one device of several inside
+    `shard_map` over that axis: gradients are averaged and episode counts summed across devices."""
     env = config.make_env()
     params_env = config.make_env_params(env)
     A, B = env.n_agents, env.n_envs * env.n_agents
@@ -122,8 +125,10 @@ def make_train(config: PPOConfig) -> Train:
     agent = Agent(env.observation_space, env.action_space.n_actions, config.width, config.agent == "lstm")
     optimiser = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(config.lr, eps=1e-5))
 
-    def init(key) -> TrainState:
+    def init(key, shard=0) -> TrainState:
+        """`shard` (this device's index) varies the envs and actions but not the network's initial weights."""
         net_key, env_key, key = jax.random.split(key, 3)
+        env_key, key = jax.random.fold_in(env_key, shard), jax.random.fold_in(key, shard)
         env_state, ts = env.reset(env_key, params_env)
         obs, carry = _flat(ts.obs, B), agent.initial_carry(B)
         params = agent.init(net_key, obs, carry, jnp.ones(B, bool))
@@ -189,6 +194,8 @@ def make_train(config: PPOConfig) -> Train:
                     bootstrap[rows], advantages[:, rows], targets[:, rows],
                 )  # fmt: skip
                 grads, metrics = jax.grad(loss_fn, has_aux=True)(params, *pick)
+                if axis_name:
+                    grads, metrics = jax.lax.pmean((grads, metrics), axis_name)
                 updates, opt_state = optimiser.update(grads, opt_state, params)
                 return (optax.apply_updates(params, updates), opt_state), metrics
 
@@ -199,25 +206,67 @@ def make_train(config: PPOConfig) -> Train:
 
     def update(state: TrainState) -> tuple[TrainState, dict]:
         carry0 = state.carry
-        state = dataclasses.replace(state, stats=dataclasses.replace(
-            state.stats, finished=jnp.float32(0), finished_return=jnp.float32(0), finished_length=jnp.float32(0)))
         state, rollout = jax.lax.scan(act, state, None, length=config.rollout)
         _, bootstrap, _ = agent.apply(state.params, state.obs, state.carry, state.done)
         key, learn_key = jax.random.split(state.key)
         params, opt_state, metrics = learn(state.params, state.opt_state, learn_key, rollout, carry0, bootstrap)
         s = state.stats
-        count = jnp.maximum(s.finished, 1)
-        metrics = dict(metrics, episodes=s.finished,
-                       episode_return=jnp.where(s.finished > 0, s.finished_return / count, jnp.nan),
-                       episode_length=jnp.where(s.finished > 0, s.finished_length / count, jnp.nan),
-                       reward=rollout.reward.mean())  # fmt: skip
-        state = dataclasses.replace(state, params=params, opt_state=opt_state, key=key, update=state.update + 1)
+        finished, total_return, total_length = s.finished, s.finished_return, s.finished_length
+        reward = rollout.reward.mean()
+        if axis_name:
+            finished, total_return, total_length = jax.lax.psum((finished, total_return, total_length), axis_name)
+            reward = jax.lax.pmean(reward, axis_name)
+        count = jnp.maximum(finished, 1)
+        metrics = dict(metrics, episodes=finished, reward=reward,
+                       episode_return=jnp.where(finished > 0, total_return / count, jnp.nan),
+                       episode_length=jnp.where(finished > 0, total_length / count, jnp.nan))  # fmt: skip
+        zero = jnp.float32(0)
+        stats = dataclasses.replace(s, finished=zero, finished_return=zero, finished_length=zero)
+        state = dataclasses.replace(state, params=params, opt_state=opt_state, key=key, update=state.update + 1,
+                                    stats=stats)  # fmt: skip
         return state, metrics
 
     def train(key) -> tuple[TrainState, dict]:
         return jax.lax.scan(lambda s, _: update(s), init(key), None, length=n_updates)
 
     return Train(init, update, train, agent, env, n_updates)
+
+
+def make_sharded_train(config: PPOConfig, devices=None) -> Train:
+    """Data-parallel training over `devices` (default: all): each runs config.n_envs / D envs and the gradients
+    are averaged. Every leaf of the TrainState gets a leading device axis, split over the devices (the network's
+    copies stay equal, as every device applies the same averaged gradients)."""
+    from jax.sharding import Mesh, PartitionSpec
+
+    devices = list(jax.devices() if devices is None else devices)
+    D = len(devices)
+    if config.n_envs % D:
+        raise ValueError(f"n_envs: expected a multiple of the {D} devices, got {config.n_envs}")
+    local = dataclasses.replace(config, n_envs=config.n_envs // D, total_steps=config.total_steps // D)
+    axis = "devices"
+    t = make_train(local, axis_name=axis)
+    mesh, spec = Mesh(devices, (axis,)), PartitionSpec(axis)
+
+    def per_device(f, in_specs):
+        return jax.shard_map(f, mesh=mesh, in_specs=in_specs, out_specs=spec, check_vma=False)
+
+    def add_axis(tree):
+        return jax.tree.map(lambda x: x[None], tree)
+
+    def drop_axis(tree):
+        return jax.tree.map(lambda x: x[0], tree)
+
+    sharded_init = per_device(lambda key: add_axis(t.init(key, jax.lax.axis_index(axis))), PartitionSpec())
+    sharded_update = per_device(lambda state: add_axis(t.update(drop_axis(state))), spec)
+
+    def update(state):
+        state, metrics = sharded_update(state)
+        return state, drop_axis(metrics)  # the same on every device
+
+    def train(key):
+        return jax.lax.scan(lambda s, _: update(s), sharded_init(key), None, length=t.n_updates)
+
+    return Train(sharded_init, update, train, t.agent, t.env, t.n_updates, D)
 
 
 def steps_per_update(config: PPOConfig, env: envs.Env) -> int:

@@ -16,7 +16,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from jaxstep.agents.ppo import PPOConfig, Train, TrainState, make_train, steps_per_update
+from jaxstep.agents.ppo import PPOConfig, Train, TrainState, make_sharded_train, make_train, steps_per_update
 from jaxstep.progress import progress
 
 COLUMNS = ("update", "step", "episode_return", "episode_length", "episodes", "reward", "loss", "policy_loss",
@@ -49,7 +49,7 @@ def latest_checkpoint(logdir: str | Path) -> Path | None:
 
 
 def save(state: TrainState, logdir: Path) -> Path:
-    path = logdir.absolute() / "checkpoints" / str(int(state.update))
+    path = logdir.absolute() / "checkpoints" / str(updates_done(state))
     checkpointer = _checkpointer()
     checkpointer.save(path, state, force=True)
     checkpointer.wait_until_finished()
@@ -61,12 +61,20 @@ def restore(path: Path, like: TrainState) -> TrainState:
     return _checkpointer().restore(path, like)
 
 
+def updates_done(state: TrainState) -> int:
+    return int(np.asarray(state.update).reshape(-1)[0])
+
+
 def run(config: PPOConfig, logdir: str | Path, resume: bool = False, updates_per_chunk: int = 10,
-        max_updates: int | None = None, show_progress: bool = True) -> tuple[TrainState, Train]:  # fmt: skip
-    """Trains for config.total_steps (or stops after `max_updates` updates in all); returns the final state."""
+        max_updates: int | None = None, show_progress: bool = True,
+        devices=None) -> tuple[TrainState, Train]:  # fmt: skip
+    """Trains for config.total_steps (or stops after `max_updates` updates in all); returns the final state.
+
+    devices: train data-parallel over these (see `make_sharded_train`); default one device.
+    """
     logdir = Path(logdir)
     logdir.mkdir(parents=True, exist_ok=True)
-    train = make_train(config)
+    train = make_sharded_train(config, devices) if devices is not None and len(devices) > 1 else make_train(config)
     state = train.init(jax.random.PRNGKey(config.seed))
     metrics_path = logdir / "metrics.csv"
     checkpoint = latest_checkpoint(logdir) if resume else None
@@ -74,7 +82,7 @@ def run(config: PPOConfig, logdir: str | Path, resume: bool = False, updates_per
         if load_config(logdir) != config:
             raise ValueError(f"resume: {logdir}/config.json differs from this run's config")
         state = restore(checkpoint, state)
-        _truncate_metrics(metrics_path, int(state.update))
+        _truncate_metrics(metrics_path, updates_done(state))
     else:
         save_config(config, logdir)
         with metrics_path.open("w", newline="") as f:
@@ -83,23 +91,23 @@ def run(config: PPOConfig, logdir: str | Path, resume: bool = False, updates_per
     end = train.n_updates if max_updates is None else min(train.n_updates, max_updates)
     chunk = jax.jit(lambda s: jax.lax.scan(lambda s, _: train.update(s), s, None, length=updates_per_chunk))
     single = jax.jit(train.update)
-    per_update = steps_per_update(config, train.env)
-    start = int(state.update)
+    per_update = steps_per_update(config, train.env) * train.n_devices
+    start = updates_done(state)
     n_chunks = math.ceil((end - start) / updates_per_chunk) if end > start else 0
     bar = progress(range(n_chunks), desc=f"train {config.env}") if show_progress else range(n_chunks)
     for _ in bar:
         tic = time.perf_counter()
-        if end - int(state.update) >= updates_per_chunk:
+        if end - updates_done(state) >= updates_per_chunk:
             state, metrics = chunk(state)
         else:  # the last few updates, one at a time
             rows = []
-            while int(state.update) < end:
+            while updates_done(state) < end:
                 state, m = single(state)
                 rows.append(m)
             metrics = jax.tree.map(lambda *xs: np.stack(xs), *rows)
         metrics = jax.device_get(metrics)
         seconds = time.perf_counter() - tic
-        _append_metrics(metrics_path, metrics, int(state.update), per_update, seconds)
+        _append_metrics(metrics_path, metrics, updates_done(state), per_update, seconds)
         save(state, logdir)
     return state, train
 
