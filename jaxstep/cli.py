@@ -99,7 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     t.add_argument("--updates-per-chunk", type=_positive_int, default=10, help="updates per compiled call")
 
     b = commands.add_parser("bench", help="measure throughput and write JSON")
-    b.add_argument("what", choices=["kernels", "envs"])
+    b.add_argument("what", choices=["kernels", "envs", "scaling"])
+    b.add_argument("--devices", type=_positive_int, nargs="+", default=[1, 2, 4], help="device counts (scaling)")
     b.add_argument("--envs", nargs="+", default=["minimal", "explorer", "deathmatch", "waypoint"])
     b.add_argument("--n-envs", type=_positive_int, nargs="+", default=[1024, 8192])
     b.add_argument("--res", type=_positive_int, default=256)
@@ -142,6 +143,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         def say(line):
             print(line, file=sys.stderr)
 
+        if args.what == "scaling":
+            per_device = args.n_envs[0]
+            result = bench.scaling(args.envs[0], per_device, args.devices, steps=args.steps, progress=say)
+            bench.write(result, args.out)
+            return 0
         if args.what == "envs":
             result = bench.envs(args.envs, args.n_envs, steps=args.steps, repeats=args.repeats, progress=say)
             bench.write(result, args.out)

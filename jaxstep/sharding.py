@@ -11,6 +11,7 @@ devices, and a ShardedEnv over them spans the hosts (each host's process drives 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 
 import jax
@@ -18,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
+from jaxstep import spaces
 from jaxstep.envs.base import Env, TimeStep
 from jaxstep.pytree import replace
 
@@ -61,12 +63,13 @@ class ShardedEnv:
         self._step = per_device(step, (spec, spec, PartitionSpec()))
 
     @property
-    def observation_space(self):
-        return self.local.observation_space
+    def observation_space(self) -> spaces.Dict:
+        local = self.local.observation_space
+        return spaces.Dict({k: dataclasses.replace(local[k], n_envs=self.n_envs) for k in local})
 
     @property
-    def action_space(self):
-        return self.local.action_space
+    def action_space(self) -> spaces.MultiDiscrete:
+        return dataclasses.replace(self.local.action_space, n_envs=self.n_envs)
 
     def shard_keys(self, key: jax.Array) -> jax.Array:
         """(D, 2) keys, one per device, from one key."""

@@ -54,6 +54,14 @@ def test_step_gathers_nothing(sharded):
     assert "all-gather" not in hlo and "all-reduce" not in hlo
 
 
+def test_spaces_cover_every_env(sharded):
+    assert sharded.action_space.shape == (8, 1)
+    state, ts = sharded.reset(jax.random.PRNGKey(0))
+    assert sharded.observation_space.contains(jax.device_get(ts.obs))
+    state, ts = sharded.step(state, sharded.action_space.sample(jax.random.PRNGKey(1)))
+    assert sharded.observation_space.contains(jax.device_get(ts.obs))
+
+
 def test_bad_sizes(sharded):
     with pytest.raises(ValueError, match="multiple of the 4 devices"):
         ShardedEnv(local_env, n_envs=6)
