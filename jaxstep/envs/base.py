@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxstep import modules, scene, spaces
+from jaxstep import core, modules, scene, spaces
 from jaxstep.ffi.types import Agents
 from jaxstep.pytree import pytree_dataclass, replace
 
@@ -89,6 +89,23 @@ class Env(Generic[State, Params]):
     def _refresh(self, obs: dict, state: State) -> dict:
         """Observations that `_outcome` changed (e.g. health), brought up to date; default: as they were."""
         return obs
+
+    # --- shared pieces of the hooks -----------------------------------------------------------------------
+    def _spawn(self, state: State, mask: jax.Array, key: jax.Array) -> State:
+        """`state` with the agents under mask (n, A) at rest at random spawns, their clocks at zero."""
+        agents = modules.respawn(state.agents, self.spawns, self.scenery.env_geometry, mask, key)
+        return replace(state, agents=agents, time=jnp.where(mask, 0, state.time))
+
+    def _physics(self, state: State, agents: Agents) -> State:
+        """`state` with `agents` (velocities set) moved by the physics, every clock a step on."""
+        agents, _ = core.physics(self.scenery, agents, self.fps, self.backend)
+        return replace(state, agents=agents, time=state.time + 1)
+
+    def _momentum(self, state: State, actions: jax.Array, params: Params) -> State:
+        """`_move` for momentum movement with params.accel, params.ang_accel and params.decay."""
+        p = params
+        return self._physics(state, modules.momentum_movement(state.agents, actions, self.fps, p.accel,
+                                                              p.ang_accel, p.decay))  # fmt: skip
 
     def _restart(self, state: State, events: Any, mask: jax.Array) -> State:
         """Lets a just-reset agent's first observation count (e.g. texels already seen); default: nothing."""

@@ -72,17 +72,11 @@ class Deathmatch(Env):
         return self._respawn(state, jnp.ones((n, A), bool), sub, params)
 
     def _respawn(self, state, mask, key, params):
-        agents = modules.respawn(state.agents, self.spawns, self.scenery.env_geometry, mask, key)
-        return replace(
-            state, agents=agents, time=jnp.where(mask, 0, state.time),
-            health=jnp.where(mask, 1.0, state.health), damage=jnp.where(mask, 0.0, state.damage),
-        )  # fmt: skip
+        state = self._spawn(state, mask, key)
+        return replace(state, health=jnp.where(mask, 1.0, state.health), damage=jnp.where(mask, 0.0, state.damage))
 
     def _move(self, state, actions, params):
-        p = params
-        agents = modules.momentum_movement(state.agents, actions, self.fps, p.accel, p.ang_accel, p.decay)
-        agents, _ = core.physics(self.scenery, agents, self.fps, self.backend)
-        return replace(state, agents=agents, time=state.time + 1)
+        return self._momentum(state, actions, params)
 
     def _observe(self, state, params):
         view = core.render(self.scenery, state.agents, self.res, self.fov, self.backend)

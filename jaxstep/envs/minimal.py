@@ -5,7 +5,7 @@ import jax.numpy as jnp
 
 from jaxstep import core, modules, spaces, toys
 from jaxstep.envs.base import BaseState, Env, check_count, world
-from jaxstep.pytree import pytree_dataclass, replace
+from jaxstep.pytree import pytree_dataclass
 
 
 @pytree_dataclass
@@ -34,13 +34,11 @@ class Minimal(Env):
         return self._respawn(state, jnp.ones((self.n_envs, 1), bool), sub, params)
 
     def _respawn(self, state, mask, key, params):
-        agents = modules.respawn(state.agents, self.spawns, self.scenery.env_geometry, mask, key)
-        return replace(state, agents=agents, time=jnp.where(mask, 0, state.time))
+        return self._spawn(state, mask, key)
 
     def _move(self, state, actions, params):
-        agents = modules.simple_movement(state.agents, actions, self.fps, params.speed, params.ang_speed)
-        agents, _ = core.physics(self.scenery, agents, self.fps, self.backend)
-        return replace(state, agents=agents, time=state.time + 1)
+        return self._physics(state, modules.simple_movement(state.agents, actions, self.fps, params.speed,
+                                                            params.ang_speed))  # fmt: skip
 
     def _observe(self, state, params):
         view = core.render(self.scenery, state.agents, self.res, self.fov, self.backend)
