@@ -134,7 +134,7 @@ def respawn(
     """Agents where mask (n_envs, n_agents) is true moved to a random spawn of their env's geometry, at rest.
 
     Agents of one env respawning together take spawns n_spawns / n_agents apart in the table, so never the same
-    one; of `tries` random offsets, each env takes the one farthest from its agents that stay put.
+    one; of `tries` random offsets, each env takes the one that leaves the most room between its agents.
     """
     n, A = mask.shape
     n_spawns = spawns.angles.shape[1]
@@ -145,6 +145,10 @@ def respawn(
     # distance from each candidate to each agent that stays, (n, A, K, A)
     gap = jnp.linalg.norm(candidates[:, :, :, None] - agents.positions[:, None, None], axis=-1)
     gap = jnp.where((mask[:, :, None, None] & ~mask[:, None, None, :]), gap, jnp.inf)
+    # and between the candidates of agents respawning together, (n, A, K, A)
+    mutual = jnp.linalg.norm(candidates[:, :, None] - candidates[:, None], axis=-1).transpose(0, 1, 3, 2)
+    together = mask[:, :, None] & mask[:, None, :] & ~jnp.eye(A, dtype=bool)
+    gap = jnp.minimum(gap, jnp.where(together[:, :, None, :], mutual, jnp.inf))
     best = jnp.argmax(gap.min(axis=(1, 3)), axis=-1)  # (n,)
     choice = jnp.take_along_axis(choice, best[:, None, None], -1)[..., 0]  # (n, A)
     positions = jnp.where(mask[..., None], spawns.positions[env_geometry[:, None], choice], agents.positions)

@@ -188,6 +188,21 @@ def _env_progress(positions, velocity, walls, wall_valid, fps, radius):
     return jnp.minimum(jnp.min(pair, -1, initial=1.0), jnp.min(wall, -1, initial=1.0))
 
 
+def _settle(positions, velocity, progress, fps, radius):
+    """Holds agents that would end inside another agent, round by round, as `settle` in kernels.h does."""
+    A = positions.shape[0]
+    start = _length(positions[:, None] - positions[None, :])
+    others = ~jnp.eye(A, dtype=bool)
+
+    def round_(_, progress):
+        ends = positions + (progress / fps)[:, None] * velocity
+        gap = _length(ends[:, None] - ends[None, :])
+        hold = ((gap < 2 * radius) & (gap < start) & others).any(-1) & (progress > 0)
+        return jnp.where(hold, np.float32(0), progress)
+
+    return jax.lax.fori_loop(0, A, round_, progress)
+
+
 @functools.partial(jax.jit, static_argnums=(2, 3))
 def physics(scenery: Scenery, agents: Agents, fps: float, radius: float) -> tuple[Agents, jax.Array]:
     """Reference of `jaxstep.ffi.calls.physics`."""
@@ -195,7 +210,8 @@ def physics(scenery: Scenery, agents: Agents, fps: float, radius: float) -> tupl
 
     def progress(positions, velocity, g):
         v = env_view(scenery, g)
-        return _env_progress(positions, velocity, v["walls"], v["wall_valid"], fps, radius)
+        x = _env_progress(positions, velocity, v["walls"], v["wall_valid"], fps, radius)
+        return _settle(positions, velocity, x, fps, radius)
 
     x = jax.vmap(progress)(agents.positions, agents.velocity, scenery.env_geometry)
     k = x / fps
