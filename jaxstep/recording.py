@@ -7,9 +7,11 @@ far slower than stepping. A `Video` shows itself inline in a notebook.
 from __future__ import annotations
 
 import base64
+import contextlib
 import importlib
 import multiprocessing
 import os
+import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -54,8 +56,24 @@ def draw_frames(states: Sequence[dict[str, Any]], plotter: str = "jaxstep.plotti
     if processes == 1 or len(jobs) < 4:
         return [_draw_one(j) for j in progress(jobs, desc="drawing")]
     # spawn: forking a process that has started JAX's threads is unsafe
-    with multiprocessing.get_context("spawn").Pool(processes) as pool:
+    with _main_script_hidden(), multiprocessing.get_context("spawn").Pool(processes) as pool:
         return list(progress(pool.imap(_draw_one, jobs, chunksize=2), total=len(jobs), desc="drawing"))
+
+
+@contextlib.contextmanager
+def _main_script_hidden():
+    """Keeps spawned workers from re-running the user's script (they need only jaxstep's own functions), so
+    a script calling `record` at top level, with no `if __name__ == "__main__":` guard, works."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if main is None or path is None or getattr(main, "__spec__", None) is not None:
+        yield
+        return
+    del main.__file__
+    try:
+        yield
+    finally:
+        main.__file__ = path
 
 
 def _even(frame: np.ndarray) -> np.ndarray:

@@ -79,3 +79,24 @@ def test_help(capsys):
         cli.main(["demo", "--help"])
     assert exit.value.code == 0
     assert "--n-envs" in capsys.readouterr().out
+
+
+def test_record_works_from_an_unguarded_script(tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "script.py"
+    script.write_text(
+        "import jax, jax.numpy as jnp\n"
+        "from jaxstep import envs, recording\n"
+        "env = envs.make('minimal', n_envs=2)\n"
+        "state, ts = env.reset(jax.random.PRNGKey(0))\n"
+        "def step(state, action):\n"
+        "    state, ts = env.step(state, action)\n"
+        "    return state, env.snapshot(state, ts.obs, 0)\n"
+        "_, snaps = jax.lax.scan(step, state, jnp.full((6, 2, 1), 5, jnp.int32))\n"
+        f"recording.record(env, snaps, {str(tmp_path / 'v.gif')!r}, processes=2)\n"
+    )
+    result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert Image.open(tmp_path / "v.gif").n_frames == 6

@@ -15,8 +15,6 @@ import numpy as np
 
 from jaxstep.ffi.types import Agents, Scenery
 
-_TARGETS = ("jaxstep_render", "jaxstep_physics", "jaxstep_bake")
-
 
 @functools.cache
 def register() -> tuple[str, ...]:
