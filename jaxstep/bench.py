@@ -207,14 +207,8 @@ def scaling(
         if len(devices) < D:
             continue
         env = ShardedEnv(lambda n: make(name, n_envs=n), envs_per_device * D, devices)
-
-        def rollout(state, key, env=env):
-            for k in jax.random.split(key, steps):
-                state, ts = env.step(state, env.action_space.sample(k))
-            return state
-
         state, _ = env.reset(jax.random.PRNGKey(0))
-        first, seconds = _time(rollout, (state, jax.random.PRNGKey(1)), 2)
+        first, seconds = _time(lambda s, env=env: env.random_rollout(s, steps), (state,), 2)
         fps = env.n_envs * env.n_agents * steps / seconds
         config = PPOConfig(env=name, n_envs=envs_per_device * D, total_steps=10**12)
         train = make_sharded_train(config, devices) if D > 1 else make_train(config)

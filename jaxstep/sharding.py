@@ -62,6 +62,22 @@ class ShardedEnv:
         self._reset = per_device(reset, (spec, PartitionSpec()))
         self._step = per_device(step, (spec, spec, PartitionSpec()))
 
+        def random_rollout(state, steps_marker, params):
+            state = _with_key(state, state.key[0])
+
+            def one(state, _):
+                key, sub = jax.random.split(state.key)
+                state, ts = self.local.step(_with_key(state, key), self.local.action_space.sample(sub), params)
+                return state, ts.reward.mean() + sum(x.mean() for x in jax.tree.leaves(ts.obs))
+
+            state, used = jax.lax.scan(one, state, steps_marker[0])
+            return _with_key(state, state.key[None]), used[None]
+
+        self._random_rollout = jax.jit(
+            jax.shard_map(random_rollout, mesh=self.mesh, in_specs=(spec, spec, PartitionSpec()), out_specs=spec,
+                          check_vma=False)
+        )  # fmt: skip
+
     @property
     def observation_space(self) -> spaces.Dict:
         local = self.local.observation_space
@@ -86,6 +102,13 @@ class ShardedEnv:
             shape = (self.n_envs, self.n_agents)
             raise ValueError(f"action: expected shape {shape} (n_envs, n_agents), got {action.shape}")
         return self._step(state, jax.device_put(action, self.sharding), params)
+
+    def random_rollout(self, state, steps: int, params=None):
+        """`steps` steps of random actions, compiled whole on each device (for benchmarks); returns the state."""
+        params = self.default_params if params is None else params
+        marker = jax.device_put(jnp.zeros((self.n_devices, steps)), self.sharding)
+        state, used = self._random_rollout(state, marker, params)
+        return state, used
 
     def shard(self, tree, d: int):
         """Device d's part of a sharded state (as the local env's state) or TimeStep."""

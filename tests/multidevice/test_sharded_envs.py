@@ -62,6 +62,14 @@ def test_spaces_cover_every_env(sharded):
     assert sharded.observation_space.contains(jax.device_get(ts.obs))
 
 
+def test_random_rollout_runs_on_every_device(sharded):
+    state, _ = sharded.reset(jax.random.PRNGKey(0))
+    later, used = sharded.random_rollout(state, 5)
+    assert used.shape == (4, 5) and np.isfinite(np.asarray(used)).all()
+    np.testing.assert_array_equal(later.time, 5)
+    assert not np.array_equal(later.agents.positions, state.agents.positions)
+
+
 def test_bad_sizes(sharded):
     with pytest.raises(ValueError, match="multiple of the 4 devices"):
         ShardedEnv(local_env, n_envs=6)
