@@ -231,8 +231,23 @@ class _Batched(Space):
         return self.shape[2:]
 
 
+class _BoundedFloats:
+    """float32 members, every value finite and in [self.low, self.high]."""
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(np.float32)
+
+    def contains(self, x: Any) -> Bool:
+        x = _fits(x, self.shape, jnp.floating)
+        return False if x is None else _float_in(x, self.low, self.high)
+
+    def zeros(self) -> jax.Array:
+        return jnp.full(self.shape, _nearest_zero(self.low, self.high), jnp.float32)
+
+
 @dataclasses.dataclass(frozen=True)
-class MultiImage(_Batched):
+class MultiImage(_BoundedFloats, _Batched):
     """Images: float32 arrays of shape ``(n_envs, n_agents, height, width, channels)`` (channels-last), every value
     in ``[low, high]``, both finite. Samples are uniform in the bounds."""
 
@@ -254,23 +269,13 @@ class MultiImage(_Batched):
     def shape(self) -> tuple[int, int, int, int, int]:
         return (self.n_envs, self.n_agents, self.height, self.width, self.channels)
 
-    @property
-    def dtype(self) -> np.dtype:
-        return np.dtype(np.float32)
-
     def sample(self, key: jax.Array) -> jax.Array:
         return _uniform(key, self.shape, np.float32(self.low), np.float32(self.high))
 
-    def contains(self, x: Any) -> Bool:
-        x = _fits(x, self.shape, jnp.floating)
-        return False if x is None else _float_in(x, self.low, self.high)
-
-    def zeros(self) -> jax.Array:
-        return jnp.full(self.shape, _nearest_zero(self.low, self.high), jnp.float32)
 
 
 @dataclasses.dataclass(frozen=True)
-class MultiVector(_Batched):
+class MultiVector(_BoundedFloats, _Batched):
     """Vectors: float32 arrays of shape ``(n_envs, n_agents, dim)``, every value finite and in ``[low, high]``.
 
     The bounds may be infinite. Samples are uniform when both bounds are finite, a standard normal when neither is,
@@ -291,10 +296,6 @@ class MultiVector(_Batched):
     def shape(self) -> tuple[int, int, int]:
         return (self.n_envs, self.n_agents, self.dim)
 
-    @property
-    def dtype(self) -> np.dtype:
-        return np.dtype(np.float32)
-
     def sample(self, key: jax.Array) -> jax.Array:
         lo_inf, hi_inf = math.isinf(self.low), math.isinf(self.high)
         if lo_inf and hi_inf:
@@ -305,12 +306,6 @@ class MultiVector(_Batched):
             return _exponential(key, self.shape, np.float32(self.high), np.float32(-1))
         return _uniform(key, self.shape, np.float32(self.low), np.float32(self.high))
 
-    def contains(self, x: Any) -> Bool:
-        x = _fits(x, self.shape, jnp.floating)
-        return False if x is None else _float_in(x, self.low, self.high)
-
-    def zeros(self) -> jax.Array:
-        return jnp.full(self.shape, _nearest_zero(self.low, self.high), jnp.float32)
 
 
 @dataclasses.dataclass(frozen=True)
