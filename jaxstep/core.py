@@ -38,7 +38,10 @@ def agents(n_envs: int, n_agents: int = 1, positions=None, angles=None) -> Agent
 def _as_f32(name: str, x, shape: tuple[int, ...]) -> jax.Array:
     dtype = getattr(x, "dtype", None)
     if dtype is None:
-        x = jnp.asarray(x)
+        try:
+            x = np.asarray(x)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"agents.{name}: expected an array of shape {shape}, got {type(x).__name__}") from e
         dtype = x.dtype
     if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
         raise TypeError(f"agents.{name}: expected real numbers, got dtype {dtype}")

@@ -77,10 +77,17 @@ def _texel_centres(walls: np.ndarray, counts: np.ndarray) -> np.ndarray:
 def _check_geometry(g: Mapping, i: int) -> tuple[np.ndarray, np.ndarray]:
     if not isinstance(g, Mapping) or "walls" not in g or "lights" not in g:
         raise ValueError(f"geometries[{i}]: expected a dict with 'walls' (W, 2, 2) and 'lights' (L, 2)")
-    walls = np.asarray(g["walls"], dtype=np.float64)
-    lights = np.asarray(g["lights"], dtype=np.float64).reshape(-1, 2) if np.size(g["lights"]) else np.zeros((0, 2))
+    try:
+        walls = np.asarray(g["walls"], dtype=np.float64)
+        lights = np.asarray(g["lights"], dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"geometries[{i}]: walls and lights must be arrays of numbers ({e})") from e
+    if lights.size == 0:
+        lights = np.zeros((0, 2))
     if walls.ndim != 3 or walls.shape[1:] != (2, 2):
         raise ValueError(f"geometries[{i}]['walls']: expected shape (W, 2, 2), got {walls.shape}")
+    if lights.ndim != 2 or lights.shape[1] != 2:
+        raise ValueError(f"geometries[{i}]['lights']: expected shape (L, 2), got {lights.shape}")
     if not (np.isfinite(walls).all() and np.isfinite(lights).all()):
         raise ValueError(f"geometries[{i}]: walls and lights must be finite")
     if (_lengths(walls) == 0).any():
@@ -123,6 +130,8 @@ def scenery(
     """
     if isinstance(geometries, Mapping):
         raise ValueError("geometries: expected a list of geometries (one per env), got a single geometry dict")
+    if not isinstance(geometries, Sequence | np.ndarray) and not hasattr(geometries, "__iter__"):
+        raise ValueError(f"geometries: expected a list of geometries (one per env), got {type(geometries).__name__}")
     geometries = list(geometries)
     if not geometries:
         raise ValueError("geometries: expected at least one geometry, got an empty list")

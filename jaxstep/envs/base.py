@@ -146,12 +146,19 @@ class Env(Generic[State, Params]):
 
     def _check_action(self, action) -> jax.Array:
         shape = (self.n_envs, self.n_agents)
-        action = jnp.asarray(action)
-        if not jnp.issubdtype(action.dtype, jnp.integer):
+        if not isinstance(action, jax.Array):  # host data: checked before JAX narrows it to int32
+            try:
+                action = np.asarray(action)
+            except (TypeError, ValueError) as e:
+                raise TypeError(f"action: expected integers of shape {shape}, got {type(action).__name__}") from e
+        if not np.issubdtype(action.dtype, np.integer):
             raise TypeError(f"action: expected integers of shape {shape}, got dtype {action.dtype}")
         if action.shape != shape:
             raise ValueError(f"action: expected shape {shape} (n_envs, n_agents), got {action.shape}")
-        return action.astype(jnp.int32)
+        if isinstance(action, np.ndarray):
+            # values int32 cannot hold are out of range too: make them -1 rather than let them wrap
+            action = np.where((action < -1) | (action > np.iinfo(np.int32).max), -1, action)
+        return jnp.asarray(action, jnp.int32)
 
     # --- looking at it ------------------------------------------------------------------------------------
     def snapshot(self, state: State, obs: dict, e: int = 0) -> dict[str, Any]:
@@ -238,6 +245,21 @@ def check_geometries(geometries, n_envs: int, default) -> list[dict]:
         raise ValueError("geometries: expected at least one geometry, got an empty list")
     checked = [geometry.validate(g) for g in geometries]
     return [checked[i % len(checked)] for i in range(n_envs)]
+
+
+def check_camera(fov, fps) -> tuple[float, float]:
+    """fov in (0, 180) degrees and fps > 0, as floats."""
+    for name, value, upper in (("fov", fov, 180.0), ("fps", fps, float("inf"))):
+        if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating) \
+                or not 0 < value < upper:  # fmt: skip
+            raise ValueError(f"{name}: expected a number in (0, {upper}), got {value!r}")
+    return float(fov), float(fps)
+
+
+def check_backend(backend: str) -> str:
+    if backend not in core.BACKENDS:
+        raise ValueError(f"backend: expected one of {core.BACKENDS}, got {backend!r}")
+    return backend
 
 
 def check_count(name: str, value, upper: int | None = None) -> int:

@@ -5,7 +5,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxstep import core, modules, spaces
-from jaxstep.envs.base import BaseState, Env, check_count, check_geometries, default_floorplans, world
+from jaxstep.envs.base import (
+    BaseState,
+    Env,
+    check_backend,
+    check_camera,
+    check_count,
+    check_geometries,
+    default_floorplans,
+    world,
+)
 from jaxstep.ffi.types import MODEL_LINES
 from jaxstep.pytree import pytree_dataclass, replace
 
@@ -46,7 +55,7 @@ class Deathmatch(Env):
         self.res, self.subsample = check_count("res", res), check_count("subsample", subsample)
         if res % subsample or res // subsample < 2:
             raise ValueError(f"subsample: must divide res ({res}) leaving at least 2 pixels, got {subsample}")
-        self.fov, self.fps, self.backend = fov, fps, backend
+        (self.fov, self.fps), self.backend = check_camera(fov, fps), check_backend(backend)
         geometries = check_geometries(geometries, n_envs, default_floorplans(n_envs, seed))
         self.scenery, self.spawns = world(geometries, self.n_agents, seed, backend)
         extent = np.array([np.asarray(g["masks"]).shape[::-1] for g in geometries]) * [[g["res"]] for g in geometries]

@@ -5,7 +5,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxstep import core, modules, spaces
-from jaxstep.envs.base import BaseState, Env, check_count, check_geometries, default_floorplans, world
+from jaxstep.envs.base import (
+    BaseState,
+    Env,
+    check_backend,
+    check_camera,
+    check_count,
+    check_geometries,
+    default_floorplans,
+    world,
+)
 from jaxstep.ffi.types import MODEL_LINES
 from jaxstep.pytree import pytree_dataclass, replace
 
@@ -35,7 +44,8 @@ class Explorer(Env):
     def __init__(self, n_envs: int = 1, geometries=None, res: int = 64, fov: float = 130.0, fps: float = 10.0,
                  seed: int = 0, backend: str = "ffi"):  # fmt: skip
         self.n_envs, self.n_agents = check_count("n_envs", n_envs), 1
-        self.res, self.fov, self.fps, self.backend = check_count("res", res), fov, fps, backend
+        self.res, self.backend = check_count("res", res), check_backend(backend)
+        self.fov, self.fps = check_camera(fov, fps)
         geometries = check_geometries(geometries, n_envs, default_floorplans(n_envs, seed))
         self.scenery, self.spawns = world(geometries, 1, seed, backend)
         self._texels = _texel_ranges(self.scenery)

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxstep import core, modules, spaces, toys
-from jaxstep.envs.base import BaseState, Env, check_count, world
+from jaxstep.envs.base import BaseState, Env, check_backend, check_camera, check_count, world
 from jaxstep.pytree import pytree_dataclass
 
 
@@ -22,7 +22,8 @@ class Minimal(Env):
     def __init__(self, n_envs: int = 1, res: int = 64, fov: float = 130.0, fps: float = 10.0, seed: int = 0,
                  backend: str = "ffi"):  # fmt: skip
         self.n_envs, self.n_agents = check_count("n_envs", n_envs), 1
-        self.res, self.fov, self.fps, self.backend = check_count("res", res), fov, fps, backend
+        self.res, self.backend = check_count("res", res), check_backend(backend)
+        self.fov, self.fps = check_camera(fov, fps)
         self.scenery, self.spawns = world([toys.box()] * n_envs, 1, seed, backend)
         self.observation_space = spaces.Dict(rgb=spaces.MultiImage(n_envs, 1, 1, res, 3))
         self.action_space = spaces.MultiDiscrete(n_envs, 1, modules.N_ACTIONS)

@@ -4,7 +4,16 @@ import jax
 import jax.numpy as jnp
 
 from jaxstep import core, modules, spaces
-from jaxstep.envs.base import BaseState, Env, check_count, check_geometries, default_floorplans, world
+from jaxstep.envs.base import (
+    BaseState,
+    Env,
+    check_backend,
+    check_camera,
+    check_count,
+    check_geometries,
+    default_floorplans,
+    world,
+)
 from jaxstep.pytree import pytree_dataclass, replace
 
 CANDIDATES = 16  # spawn points considered for each new goal
@@ -37,7 +46,8 @@ class Waypoint(Env):
     def __init__(self, n_envs: int = 1, geometries=None, res: int = 64, fov: float = 130.0, fps: float = 10.0,
                  seed: int = 0, backend: str = "ffi"):  # fmt: skip
         self.n_envs, self.n_agents = check_count("n_envs", n_envs), 1
-        self.res, self.fov, self.fps, self.backend = check_count("res", res), fov, fps, backend
+        self.res, self.backend = check_count("res", res), check_backend(backend)
+        self.fov, self.fps = check_camera(fov, fps)
         geometries = check_geometries(geometries, n_envs, default_floorplans(n_envs, seed))
         # agent 1 of the scenery is the goal marker
         self.scenery, self.spawns = world(geometries, 2, seed, backend)

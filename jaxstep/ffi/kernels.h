@@ -190,23 +190,27 @@ JS_FN Vec end_position(const float* positions, const float* velocity, const floa
   return {positions[2 * a] + k * velocity[2 * a], positions[2 * a + 1] + k * velocity[2 * a + 1]};
 }
 
+constexpr float SETTLE_MARGIN = 1.e-5f;  // metres: moves and approaches smaller than this are rounding
+
 // Each agent's progress assumes the others make their whole moves; when one is stopped short (by a wall, say),
-// another can end up inside it. So, until none does: every moving agent that would end closer than 2 radii to
-// another agent, and closer than it started, is held where it started (progress 0). Each round holds at least
-// one more agent, so there are at most n_agents rounds. progress: (n_agents,), updated in place.
+// another can end up inside it. So, until none does: every agent that moves (by more than SETTLE_MARGIN) and
+// would end closer than 2 radii to another agent, and closer than they started (by more than SETTLE_MARGIN), is
+// held where it started (progress 0). Agents that do not move are never held. Each round holds at least one
+// more agent, so there are at most n_agents rounds. progress: (n_agents,), updated in place.
 JS_FN void settle(int n_agents, const float* positions, const float* velocity, float* progress, float fps,
                   float radius) {
   const float touching = 2.f * radius;
   for (int round = 0; round < n_agents; round++) {
     bool held = false;
     for (int a = 0; a < n_agents; a++) {
-      if (progress[a] <= 0.f) continue;
       const Vec pa = end_position(positions, velocity, progress, a, fps);
+      const bool moves = (progress[a] > 0.f) & (length(pa - load_vec(positions + 2 * a)) > SETTLE_MARGIN);
+      if (!moves) continue;
       for (int o = 0; o < n_agents; o++) {
         if (o == a) continue;
         const Vec start = load_vec(positions + 2 * a) - load_vec(positions + 2 * o);
         const float gap = length(pa - end_position(positions, velocity, progress, o, fps));
-        if ((gap < touching) & (gap < length(start))) {
+        if ((gap < touching) & (gap < length(start) - SETTLE_MARGIN)) {
           progress[a] = -progress[a];  // marked; cleared below so this round's decisions see the same ends
           held = true;
           break;

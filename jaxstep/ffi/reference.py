@@ -19,6 +19,7 @@ AMBIENT = np.float32(0.1)
 LUMINANCE = np.float32(2.0)
 DEG2RAD = np.float32(0.017453292519943295)
 INF = np.float32(np.inf)
+SETTLE_MARGIN = np.float32(1e-5)  # metres, as in kernels.h
 
 _CORNERS = np.array(
     [[-0.5, -1], [0.5, -1], [1, -0.5], [1, 0.5], [0.5, 1], [-0.5, 1], [-1, 0.5], [-1, -0.5]], np.float32
@@ -197,7 +198,8 @@ def _settle(positions, velocity, progress, fps, radius):
     def round_(_, progress):
         ends = positions + (progress / fps)[:, None] * velocity
         gap = _length(ends[:, None] - ends[None, :])
-        hold = ((gap < 2 * radius) & (gap < start) & others).any(-1) & (progress > 0)
+        moves = (progress > 0) & (_length(ends - positions) > SETTLE_MARGIN)
+        hold = ((gap < 2 * radius) & (gap < start - SETTLE_MARGIN) & others).any(-1) & moves
         return jnp.where(hold, np.float32(0), progress)
 
     return jax.lax.fori_loop(0, A, round_, progress)
