@@ -26,7 +26,8 @@ def crossings(p0, p1, walls, valid):
     p, q = p0[:, :, None], p1[:, :, None]
 
     def side(u, v, w):
-        return jnp.sign((v[..., 0] - u[..., 0]) * (w[..., 1] - u[..., 1]) - (v[..., 1] - u[..., 1]) * (w[..., 0] - u[..., 0]))
+        (ux, uy), (vx, vy), (wx, wy) = (u[..., 0], u[..., 1]), (v[..., 0], v[..., 1]), (w[..., 0], w[..., 1])
+        return jnp.sign((vx - ux) * (wy - uy) - (vy - uy) * (wx - ux))
 
     hit = (side(a, b, p) * side(a, b, q) < 0) & (side(p, q, a) * side(p, q, b) < 0)
     return (hit & valid[:, None, :]).sum(-1)

@@ -32,9 +32,6 @@ ffi::Error Physics(F32 angles, F32 positions, F32 velocity, F32 angvelocity, I32
   for (long i = 0; i < n; i++) {
     c.progress[i] = progress_item(c.scenery, c.positions, c.velocity, A, fps, radius, i);
   }
-  for (long e = 0; e < n / A; e++) {
-    settle(A, c.positions + 2 * e * A, c.velocity + 2 * e * A, c.progress + e * A, fps, radius);
-  }
   for (long i = 0; i < n; i++) {
     const Pose pose = load_pose(c.angles, c.positions, c.velocity, c.angvelocity, i);
     store_pose(c.out, i, advance(pose, c.progress[i], fps));

@@ -184,44 +184,6 @@ JS_FN float agent_progress(int a, int n_agents, const float* positions, const fl
   return x;
 }
 
-// Where agent a of one env ends its step: positions, velocity (n_agents, 2).
-JS_FN Vec end_position(const float* positions, const float* velocity, const float* progress, int a, float fps) {
-  const float k = fabsf(progress[a]) / fps;  // fabsf: see settle's marks
-  return {positions[2 * a] + k * velocity[2 * a], positions[2 * a + 1] + k * velocity[2 * a + 1]};
-}
-
-constexpr float SETTLE_MARGIN = 1.e-5f;  // metres: moves and approaches smaller than this are rounding
-
-// Each agent's progress assumes the others make their whole moves; when one is stopped short (by a wall, say),
-// another can end up inside it. So, until none does: every agent that moves (by more than SETTLE_MARGIN) and
-// would end closer than 2 radii to another agent, and closer than they started (by more than SETTLE_MARGIN), is
-// held where it started (progress 0). Agents that do not move are never held. Each round holds at least one
-// more agent, so there are at most n_agents rounds. progress: (n_agents,), updated in place.
-JS_FN void settle(int n_agents, const float* positions, const float* velocity, float* progress, float fps,
-                  float radius) {
-  const float touching = 2.f * radius;
-  for (int round = 0; round < n_agents; round++) {
-    bool held = false;
-    for (int a = 0; a < n_agents; a++) {
-      const Vec pa = end_position(positions, velocity, progress, a, fps);
-      const bool moves = (progress[a] > 0.f) & (length(pa - load_vec(positions + 2 * a)) > SETTLE_MARGIN);
-      if (!moves) continue;
-      for (int o = 0; o < n_agents; o++) {
-        if (o == a) continue;
-        const Vec start = load_vec(positions + 2 * a) - load_vec(positions + 2 * o);
-        const float gap = length(pa - end_position(positions, velocity, progress, o, fps));
-        if ((gap < touching) & (gap < length(start) - SETTLE_MARGIN)) {
-          progress[a] = -progress[a];  // marked; cleared below so this round's decisions see the same ends
-          held = true;
-          break;
-        }
-      }
-    }
-    if (!held) break;
-    for (int a = 0; a < n_agents; a++) progress[a] = progress[a] < 0.f ? 0.f : progress[a];
-  }
-}
-
 // One agent's pose after moving `progress` of its step; velocities are zeroed where it was stopped short.
 struct Pose {
   float angle, x, y, vx, vy, angvelocity;

@@ -19,7 +19,6 @@ AMBIENT = np.float32(0.1)
 LUMINANCE = np.float32(2.0)
 DEG2RAD = np.float32(0.017453292519943295)
 INF = np.float32(np.inf)
-SETTLE_MARGIN = np.float32(1e-5)  # metres, as in kernels.h
 
 _CORNERS = np.array(
     [[-0.5, -1], [0.5, -1], [1, -0.5], [1, 0.5], [0.5, 1], [-0.5, 1], [-1, 0.5], [-1, -0.5]], np.float32
@@ -189,22 +188,6 @@ def _env_progress(positions, velocity, walls, wall_valid, fps, radius):
     return jnp.minimum(jnp.min(pair, -1, initial=1.0), jnp.min(wall, -1, initial=1.0))
 
 
-def _settle(positions, velocity, progress, fps, radius):
-    """Holds agents that would end inside another agent, round by round, as `settle` in kernels.h does."""
-    A = positions.shape[0]
-    start = _length(positions[:, None] - positions[None, :])
-    others = ~jnp.eye(A, dtype=bool)
-
-    def round_(_, progress):
-        ends = positions + (progress / fps)[:, None] * velocity
-        gap = _length(ends[:, None] - ends[None, :])
-        moves = (progress > 0) & (_length(ends - positions) > SETTLE_MARGIN)
-        hold = ((gap < 2 * radius) & (gap < start - SETTLE_MARGIN) & others).any(-1) & moves
-        return jnp.where(hold, np.float32(0), progress)
-
-    return jax.lax.fori_loop(0, A, round_, progress)
-
-
 @functools.partial(jax.jit, static_argnums=(2, 3))
 def physics(scenery: Scenery, agents: Agents, fps: float, radius: float) -> tuple[Agents, jax.Array]:
     """Reference of `jaxstep.ffi.calls.physics`."""
@@ -212,8 +195,7 @@ def physics(scenery: Scenery, agents: Agents, fps: float, radius: float) -> tupl
 
     def progress(positions, velocity, g):
         v = env_view(scenery, g)
-        x = _env_progress(positions, velocity, v["walls"], v["wall_valid"], fps, radius)
-        return _settle(positions, velocity, x, fps, radius)
+        return _env_progress(positions, velocity, v["walls"], v["wall_valid"], fps, radius)
 
     x = jax.vmap(progress)(agents.positions, agents.velocity, scenery.env_geometry)
     k = x / fps

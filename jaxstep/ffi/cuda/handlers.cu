@@ -34,15 +34,6 @@ __global__ void progress_kernel(SceneryArrays s, const float* positions, const f
   if (lane == 0) progress[i] = x;
 }
 
-__global__ void settle_kernel(const float* positions, const float* velocity, int n_agents, long n_envs, float fps,
-                              float radius, float* progress) {
-  const long e = (long)blockIdx.x * blockDim.x + threadIdx.x;
-  if (e < n_envs) {
-    const long first = e * n_agents;
-    settle(n_agents, positions + 2 * first, velocity + 2 * first, progress + first, fps, radius);
-  }
-}
-
 __global__ void advance_kernel(const float* angles, const float* positions, const float* velocity,
                                const float* angvelocity, long n, float fps, const float* progress,
                                AgentArrays out) {
@@ -77,13 +68,8 @@ ffi::Error Physics(cudaStream_t stream, F32 angles, F32 positions, F32 velocity,
                                     angles_out, positions_out, velocity_out, angvelocity_out, progress, &c));
   const long n = c.agents.batch * c.agents.n_envs * c.agents.n_agents;
   if (n == 0) return ffi::Error::Success();
-  const int A = (int)c.agents.n_agents;
-  progress_kernel<<<blocks_for(32 * n), BLOCK, 0, stream>>>(c.scenery, c.positions, c.velocity, A, n, fps, radius,
-                                                           c.progress);
-  if (A > 1) {
-    settle_kernel<<<blocks_for(n / A), BLOCK, 0, stream>>>(c.positions, c.velocity, A, n / A, fps, radius,
-                                                           c.progress);
-  }
+  progress_kernel<<<blocks_for(32 * n), BLOCK, 0, stream>>>(c.scenery, c.positions, c.velocity,
+                                                           (int)c.agents.n_agents, n, fps, radius, c.progress);
   advance_kernel<<<blocks_for(n), BLOCK, 0, stream>>>(c.angles, c.positions, c.velocity, c.angvelocity, n, fps,
                                                       c.progress, c.out);
   return launch_status();
