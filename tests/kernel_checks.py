@@ -1,8 +1,8 @@
 """Comparisons of two kernel outputs, shared by the CPU and GPU tests.
 
 Two implementations of the same float32 math differ by rounding (cos, sin and FMA differ between libraries).
-A ray through the point where two lines meet may then pick either line, so indices are allowed to differ on
-a tiny fraction of rays; the geometry they report (distance) must still agree on every ray that both hit.
+A ray through the point where two lines meet, or grazing the camera's near plane, may then pick either line, so
+indices are allowed to differ on a tiny fraction of rays; every ray that hits the same line in both must agree.
 """
 
 import numpy as np
@@ -15,11 +15,12 @@ MAX_INDEX_MISMATCH = 1e-3  # fraction of rays
 def assert_renders_close(a: core.Render, b: core.Render, atol: float = 1e-4) -> None:
     ia, ib = np.asarray(a.indices), np.asarray(b.indices)
     same = ia == ib
-    assert (~same).mean() <= MAX_INDEX_MISMATCH, f"{(~same).sum()} of {same.size} rays hit different lines"
+    allowed = max(1, MAX_INDEX_MISMATCH * same.size)  # one junction ray is allowed in small comparisons
+    assert (~same).sum() <= allowed, f"{(~same).sum()} of {same.size} rays hit different lines"
     da, db = np.asarray(a.distances), np.asarray(b.distances)
-    both = np.isfinite(da) & np.isfinite(db)
+    both = np.isfinite(da) & np.isfinite(db) & same
     np.testing.assert_allclose(da[both], db[both], rtol=1e-4, atol=atol)
-    assert (np.isfinite(da) != np.isfinite(db)).mean() <= MAX_INDEX_MISMATCH
+    assert (np.isfinite(da) != np.isfinite(db)).sum() <= allowed
     for name in ("locations", "dots"):
         np.testing.assert_allclose(np.asarray(getattr(a, name))[same], np.asarray(getattr(b, name))[same], atol=atol)
     np.testing.assert_allclose(np.asarray(a.screen)[same], np.asarray(b.screen)[same], atol=atol)

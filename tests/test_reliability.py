@@ -9,6 +9,7 @@ until the bug is fixed, then XPASS, which fails the run so the marker gets remov
 import dataclasses
 import os
 import time
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -18,7 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kernel_checks import assert_physics_close, assert_renders_close
 
-from jaxstep import core, geometry, modules, scene, toys
+import jaxstep
+from jaxstep import core, envs, geometry, modules, scene, toys
 from jaxstep.ffi import calls, reference
 from jaxstep.ffi.types import AGENT_RADIUS, MODEL_LINES
 
@@ -35,10 +37,13 @@ def bug(reason: str):
 # 1. No tunnelling: random and adversarial driving in mazes and floor plans, checked after every step
 #
 # 16 mazes and 16 floor plans, 1024 envs of 4 agents: 4096 agents, STEPS steps each, driven by `_drive` inside one
-# jitted lax.scan over core.physics (ffi backend). After every step, every agent's centre path (old -> new
-# position) is tested against every wall of its env, and every pair of agents for overlap.
+# jitted lax.scan over core.physics (ffi backend, on the default device). After every step, every agent's centre
+# path (old -> new position) is tested against every wall of its env, and every pair of agents for overlap.
+# JAXSTEP_TUNNEL_ENVS and JAXSTEP_TUNNEL_STEPS scale it up (e.g. on a GPU; see docs/reliability.md).
 
-N_ENVS, N_AGENTS, STEPS = 1024, 4, 250
+N_ENVS = int(os.environ.get("JAXSTEP_TUNNEL_ENVS", 1024))
+STEPS = int(os.environ.get("JAXSTEP_TUNNEL_STEPS", 250))
+N_AGENTS = 4
 N_MODES = 8  # see _drive
 
 
@@ -271,15 +276,20 @@ def _tunnel_rollout(backend: str = "ffi", n_envs: int = N_ENVS, steps: int = STE
 @pytest.fixture(scope="module")
 def tunnel_run():
     result = _tunnel_rollout()
-    print(f"\ntunnelling rollout: {result['agent_steps']} agent-steps in {result['seconds']:.1f} s (compile included); "
-          f"counts {result['counts']}; closest approach to a wall {result['wall_min']:.4f} m, "
-          f"between agents {result['pair_min']:.4f} m")
+    print(
+        f"\ntunnelling rollout on {jax.default_backend()}: {result['agent_steps']} agent-steps in "
+        f"{result['seconds']:.1f} s (compile included); "
+        f"counts {result['counts']}; closest approach to a wall {result['wall_min']:.4f} m, "
+        f"between agents {result['pair_min']:.4f} m"
+    )
     return result
 
 
 def _describe(run: dict, kind: str) -> str:
-    return (f"{VIOLATIONS[kind]}: {run['counts'][kind]} times in {run['agent_steps']} agent-steps; "
-            f"first: {run['examples'].get(kind)}")
+    return (
+        f"{VIOLATIONS[kind]}: {run['counts'][kind]} times in {run['agent_steps']} agent-steps; "
+        f"first: {run['examples'].get(kind)}"
+    )
 
 
 def test_no_agent_centre_crosses_a_wall_in_a_million_driven_steps(tunnel_run):
@@ -292,15 +302,17 @@ def test_positions_stay_finite_in_driven_steps(tunnel_run):
     assert tunnel_run["final_finite"]
 
 
-@bug("agents overlap: the pairwise check assumes the other agent makes its whole move; when that one is stopped "
-     "short (by a wall or a third agent) the mover runs into it. Same math as megastep's collision kernel.")
+@bug("agents can come to overlap when one is stopped short by a wall and another, following, assumed it would move "
+     "on (megastep's rule; see test_follower_stops_short_of_a_leader_stopped_by_a_wall)")
 def test_agents_never_come_to_overlap_in_driven_steps(tunnel_run):
     assert tunnel_run["counts"]["agent_overlaps"] == 0, _describe(tunnel_run, "agent_overlaps")
     assert tunnel_run["counts"]["deep_agent_overlaps"] == 0, _describe(tunnel_run, "deep_agent_overlaps")
 
 
-@bug("agent discs overlap walls: a move whose end lies beyond a wall's endpoint is only checked against the "
-     "endpoint's circle, so the disc can pass (and stop) within R of the wall's middle. Same math as megastep.")
+@bug(
+    "agent discs overlap walls: a move whose end lies beyond a wall's endpoint is only checked against the "
+    "endpoint's circle, so the disc can pass (and stop) within R of the wall's middle. Same math as megastep."
+)
 def test_agent_discs_never_come_to_overlap_walls_in_driven_steps(tunnel_run):
     assert tunnel_run["counts"]["wall_overlaps"] == 0, _describe(tunnel_run, "wall_overlaps")
     assert tunnel_run["counts"]["deep_wall_overlaps"] == 0, _describe(tunnel_run, "deep_wall_overlaps")
@@ -319,7 +331,8 @@ def _move(s, positions, velocity, backend, fps=FPS):
 
 
 @pytest.mark.parametrize("backend", ["ffi", "reference"])
-@bug("a follower runs into a leader stopped by a wall (agents' centres end 3 mm apart)")
+@bug("a follower runs into a leader stopped by a wall: each agent's progress assumes the others make their whole "
+     "moves (megastep's rule)")
 def test_follower_stops_short_of_a_leader_stopped_by_a_wall(backend):
     s = scene.scenery([toys.box()], n_agents=2)  # the box's right wall is at x = 6
     after, _ = _move(s, [[[5.5, 3.5], [5.2, 3.5]]], [[[20.0, 0.0], [20.0, 0.0]]], backend)
@@ -335,7 +348,7 @@ def test_agent_grazing_past_a_wall_end_stops_short_of_the_wall(backend):
     after, progress = _move(s, [[[0.3, 0.3]]], [[[-3.0, 20.0]]], backend)
     x, y = after[0, 0]
     assert 0 < y < 2, "stopped beside the wall"
-    assert x >= R, f"centre {x:.4f} m from the wall after the step (progress {progress[0, 0]:.3f}), less than R = {R:.4f}"
+    assert x >= R, f"centre {x:.4f} m from the wall (progress {progress[0, 0]:.3f}), less than R = {R:.4f}"
 
 
 @pytest.mark.parametrize("backend", ["ffi", "reference"])
@@ -345,7 +358,6 @@ def test_doorways_narrower_than_an_agent_cannot_be_squeezed_through(backend, gap
     walls = [[[-3.0, 0.0], [-gap / 2, 0.0]], [[gap / 2, 0.0], [3.0, 0.0]]]
     s = scene.scenery([_one_wall(walls)], n_agents=1)
     agents = core.agents(1, 1, positions=np.asarray([[[0.0, -1.0]]], np.float32))
-    agents = dataclasses.replace(agents, velocity=jnp.asarray([[[0.0, 30.0]]], jnp.float32))
 
     def step(agents, velocity):
         agents, _ = core.physics(s, dataclasses.replace(agents, velocity=velocity), FPS, backend)
@@ -364,7 +376,8 @@ def test_doorways_narrower_than_an_agent_cannot_be_squeezed_through(backend, gap
 # 2. Kernel fuzzing: degenerate geometries and poses, the FFI kernels against the pure-JAX reference
 #
 # Shapes are fixed across examples (F_ENVS envs over 2 geometries of F_WALLS walls and F_LIGHTS lights, F_AGENTS
-# agents each, F_RES rays; texels padded to a power of two) so that the reference compiles a handful of times.
+# agents each, F_RES rays; texels padded to 2^19) so that the reference compiles once. JAXSTEP_FUZZ_EXAMPLES sets
+# the number of examples (default 40, about 7 s on 2 CPU cores).
 
 F_ENVS, F_AGENTS, F_WALLS, F_LIGHTS, F_RES = 4, 3, 10, 2, 24
 WALL_KINDS = ("random", "tiny", "huge", "collinear", "overlapping", "duplicate", "chained", "tee", "crossing", "axis")
@@ -457,7 +470,8 @@ def _pad_texels(s: scene.Scenery) -> scene.Scenery:
     compilation of the reference; 20 walls of 1 km have 400k texels."""
     n = s.texels.shape[0]
     size = max(1 << 19, 1 << (n - 1).bit_length())
-    return dataclasses.replace(s, texels=jnp.pad(s.texels, ((0, size - n), (0, 0))), baked=jnp.pad(s.baked, (0, size - n)))
+    texels, baked = jnp.pad(s.texels, ((0, size - n), (0, 0))), jnp.pad(s.baked, (0, size - n))
+    return dataclasses.replace(s, texels=texels, baked=baked)
 
 
 def _check_render_outputs(out: core.Render, n_lines: int) -> None:
@@ -471,9 +485,10 @@ def _check_render_outputs(out: core.Render, n_lines: int) -> None:
     assert np.isfinite(distances[~miss]).all(), "render.distances of a hit is NaN or inf"
     assert (distances[~miss] > 0).all()
     assert ((np.asarray(out.locations) >= 0) & (np.asarray(out.locations) <= 1)).all()
-    assert (np.abs(np.asarray(out.dots)) <= 1 + 1e-5).all()
+    # up to rounding: see test_grazing_hits_on_long_walls_keep_the_screen_in_range
+    assert (np.abs(np.asarray(out.dots)) <= 1 + 1e-6).all(), "render.dots outside [-1, 1]"
     screen = np.asarray(out.screen)
-    assert ((screen >= 0) & (screen <= 1)).all()
+    assert ((screen >= -1e-6) & (screen <= 1)).all(), "render.screen outside [0, 1]"
 
 
 def _check_physics_outputs(out) -> None:
@@ -532,14 +547,18 @@ def _line_lengths(s: scene.Scenery) -> np.ndarray:
                      for g in np.asarray(s.env_geometry)])  # fmt: skip
 
 
-def _patch_rounding(s: scene.Scenery, ffi: core.Render, ref: core.Render) -> core.Render:
+def _patch_rounding(s: scene.Scenery, agents, ffi: core.Render, ref: core.Render, atol: float) -> core.Render:
     """`ref` with ffi's answer on the rays where the two differ for a reason of float32 rounding alone:
 
-    - they pick different lines at a tie (coincident or overlapping lines, junctions: both hit at the same distance)
-      or a graze (the nearer hit is within 1e-3 of a line's end);
-    - they hit the same line at locations less than 1e-5 m apart along it (as a fraction of a 1 mm wall, 1e-2).
+    - they pick different lines at a tie (coincident or overlapping lines, junctions: both hit at the same distance),
+      a graze (the nearer hit is within 1e-3 of a line's end) or at the near plane (the nearer hit is within 1e-4 m
+      of R, where lines start to count);
+    - they hit the same line at points that differ by no more than rounding allows: 1e-5 m, plus 1e-6 of the size of
+      the env's coordinates divided by the sine of the angle between ray and line (a ray grazing a 1 km wall 100 m
+      away meets it within centimetres; along a 1 mm wall, 1e-5 m is a location of 1e-2).
 
-    Any other disagreement is left for assert_renders_close to report."""
+    Rays that assert_renders_close(..., atol) accepts as they are are left alone; any other disagreement is left for
+    it to report."""
     fi, ri = np.asarray(ffi.indices), np.asarray(ref.indices)
     fd, rd = np.asarray(ffi.distances), np.asarray(ref.distances)
     fl, rl = np.asarray(ffi.locations), np.asarray(ref.locations)
@@ -548,13 +567,23 @@ def _patch_rounding(s: scene.Scenery, ffi: core.Render, ref: core.Render) -> cor
         tie = (fi >= 0) & (ri >= 0) & (np.abs(fd - rd) <= 1e-3 * np.maximum(1, np.minimum(fd, rd)))
     nearer_location = np.where(fd < rd, fl, rl)
     graze = np.minimum(nearer_location, 1 - nearer_location) <= 1e-3
-    patch = differ & (tie | graze)
+    near_plane = np.abs(np.minimum(fd, rd) - R) <= 1e-4
+    switched = differ & (tie | graze | near_plane)
+
+    walls = np.asarray(s.walls)
+    offsets = np.asarray(s.wall_offsets)
+    size = np.array([max(1.0, np.abs(walls[offsets[g] : offsets[g + 1]]).max(), np.abs(agents.positions[e]).max())
+                     for e, g in enumerate(np.asarray(s.env_geometry))])  # fmt: skip
+    sine = np.sqrt(np.clip(1 - np.asarray(ffi.dots, np.float64) ** 2, 1e-12, 1))
+    slack = 1e-5 + 1e-6 * size[:, None, None] / sine
     length = np.take_along_axis(_line_lengths(s)[:, None, :], np.maximum(fi, 0).reshape(fi.shape[0], 1, -1), 2)
-    close = ~differ & (fi >= 0) & (np.abs(fl - rl) * length.reshape(fi.shape) <= 1e-5)
-    out = [np.where(patch.reshape(patch.shape + (1,) * (np.ndim(f) - patch.ndim)), f, r)
-           for f, r in zip(ffi, ref, strict=True)]  # fmt: skip
-    out[1] = np.where(close, fl, out[1])
-    return core.Render(*out)
+    with np.errstate(invalid="ignore"):
+        same_point = (np.abs(fd - rd) <= slack) & (np.abs(fl - rl) * length.reshape(fi.shape) <= slack)
+        close = (np.abs(fd - rd) <= atol + 1e-4 * np.abs(rd)) & (np.abs(fl - rl) <= atol)
+    rounded = ~differ & (fi >= 0) & same_point & ~close
+    patch = switched | rounded
+    return core.Render(*(np.where(patch.reshape(patch.shape + (1,) * (np.ndim(f) - patch.ndim)), f, r)
+                         for f, r in zip(ffi, ref, strict=True)))  # fmt: skip
 
 
 def _compare_render(geometries, s, agents) -> None:
@@ -565,55 +594,89 @@ def _compare_render(geometries, s, agents) -> None:
     _check_render_outputs(ref, n_lines)
     # a 1 km wall has 20000 texels: a location that is 1 ulp off moves the texture filter by 1e-3 texels
     longest = max(np.linalg.norm(g["walls"][:, 1] - g["walls"][:, 0], axis=-1).max() for g in geometries)
-    assert_renders_close(ffi, _patch_rounding(s, ffi, ref), atol=max(1e-4, 3e-6 * longest))
+    atol = max(1e-4, 3e-6 * longest)
+    assert_renders_close(ffi, _patch_rounding(s, agents, ffi, ref, atol), atol=atol)
 
 
-NUDGES, NUDGE_ULPS = 16, 4
+def _aimed_at_an_endpoint(geometries, agents) -> tuple[np.ndarray, np.ndarray]:
+    """(aimed, touch), each (n_envs, n_agents): whether the agent's path passes through a wall's endpoint (up to
+    float32 rounding of the path), and the kernels' fraction ("sensibilized") at which its disc first touches such
+    an endpoint, in float64. Whether such a path crosses the wall strictly inside its ends is a toss-up of rounding:
+    one backend may stop it by the "passing through" test and the other by the endpoint's, a little later."""
+    r = 1.001 * R
+    aimed = np.zeros((F_ENVS, F_AGENTS), bool)
+    touch = np.ones((F_ENVS, F_AGENTS))
+    for e in range(F_ENVS):
+        ends = geometries[e % 2]["walls"].reshape(-1, 2)
+        for i in range(F_AGENTS):
+            p = np.float64(agents.positions[e, i])
+            move = np.float64(agents.velocity[e, i] * np.float32(1 / np.float32(FPS)))
+            length = np.linalg.norm(move)
+            if length == 0:
+                continue
+            q = ends - p
+            s = q @ move / length**2
+            d = np.abs(q[:, 0] * move[1] - q[:, 1] * move[0]) / length
+            hit = (d < 1e-6 * (np.abs(p).max() + length) + 1e-6) & (s > 0)
+            if hit.any():
+                aimed[e, i] = True
+                touch[e, i] = min(1.0, 0.99 * (s[hit] - np.sqrt(r * r - d[hit] ** 2) / length).min())
+    return aimed, touch
 
 
-@jax.jit
-def _nudged_reference_progress(s: scene.Scenery, agents: core.Agents, key) -> jax.Array:
-    """(NUDGES, n_envs, n_agents) the reference's progress for copies of `agents` whose positions and velocities
-    are each moved by up to NUDGE_ULPS float32 ulps: how far rounding alone can move the reference's answer."""
+def _decided_by_rounding(geometries, agents, ffi_progress, ref_progress, atol) -> np.ndarray:
+    """(n_envs, n_agents) bool: agents whose ffi and reference progress differ for a reason of rounding alone.
 
-    def nudge(key, x):
-        ulps = jax.random.randint(key, (NUDGES, *x.shape), -NUDGE_ULPS, NUDGE_ULPS + 1).astype(jnp.float32)
-        return x + x * ulps * np.float32(2**-23)
+    The kernels branch on exact comparisons (does the path cross the wall strictly inside its ends? is a cross
+    product that is 0 in exact arithmetic positive?), so g++ and XLA, which fuse multiply-adds differently, can take
+    different branches on degenerate input:
 
-    k1, k2 = jax.random.split(key)
-    copies = dataclasses.replace(jax.tree.map(lambda x: jnp.broadcast_to(x, (NUDGES, *x.shape)), agents),
-                                 positions=nudge(k1, agents.positions), velocity=nudge(k2, agents.velocity))  # fmt: skip
-    return jax.vmap(lambda a: core.physics(s, a, FPS, "reference")[1])(copies)
+    - an agent on a wall (up to float32 rounding of its placement): whether it moves off the wall or into it is a
+      toss-up, and it overlaps the wall either way;
+    - a path through a wall's endpoint: counted when both answers stop the agent before its disc touches that
+      endpoint (see _aimed_at_an_endpoint);
+    - an agent at rest (a move under 1e-5 m) within 1.01 R of a wall: the test for "ending within r of the wall's
+      middle" divides 0 by 0 (see test_an_agent_at_rest_beside_a_wall_can_turn);
+    - an agent moving under 1e-5 m within 1.01 * 2R of another: whether `settle` holds it ("it would end closer to
+      the other than it started") compares distances that differ by rounding, or by the other's toss-up;
+    - an agent that one backend's `settle` holds (progress 0) in an env where another agent is in one of the cases
+      above: where that one ends decides whether this one is held.
 
-
-def _decided_by_rounding(s, agents, ffi_progress, ref_progress, atol) -> np.ndarray:
-    """(n_envs, n_agents) bool: agents whose ffi and reference progress differ, but where the ffi's answer is one the
-    reference itself gives once the inputs are nudged by a few ulps. The kernels branch on exact comparisons (does
-    the path cross the wall strictly inside its ends? is a cross product that is 0 in exact arithmetic positive?), so
-    g++ and XLA (which fuse multiply-adds differently) can take different branches on degenerate input: an agent
-    exactly on a wall or its endpoint, a path aimed exactly at an endpoint, an agent at rest beside a wall (see
-    test_an_agent_at_rest_beside_a_wall_can_turn). Anything else is a real disagreement."""
-    nudged = np.asarray(_nudged_reference_progress(s, agents, jax.random.PRNGKey(0)))
+    Anything else is a real disagreement."""
     ffi_progress, ref_progress = np.asarray(ffi_progress), np.asarray(ref_progress)
     differ = np.abs(ffi_progress - ref_progress) > atol
-    within = (ffi_progress >= nudged.min(0) - atol) & (ffi_progress <= nudged.max(0) + atol)
-    return differ & within
+    positions = np.asarray(agents.positions, np.float64)
+    distance = np.stack([_np_wall_distance(positions[e], geometries[e % 2]["walls"]) for e in range(F_ENVS)])
+    on_wall = distance < 1e-5 * np.maximum(1, np.abs(positions).max(-1))
+    aimed, touch = _aimed_at_an_endpoint(geometries, agents)
+    stopped_before = aimed & (ffi_progress <= touch + atol) & (ref_progress <= touch + atol)
+    still = np.linalg.norm(np.asarray(agents.velocity), axis=-1) / FPS < 1e-5
+    pairs = np.linalg.norm(positions[:, :, None] - positions[:, None], axis=-1) + np.eye(F_AGENTS) * 1e9
+    at_rest = still & ((distance < 1.01 * R) | (pairs.min(-1) < 1.01 * 2 * R))
+    tossed = differ & (on_wall | stopped_before | at_rest)
+    # settle's holds, round by round, from any agent that is a case above, whether or not its own answers differ
+    uncertain = on_wall | aimed | at_rest
+    held = differ & (np.minimum(ffi_progress, ref_progress) == 0)
+    for _ in range(F_AGENTS):
+        uncertain |= held & ((uncertain.sum(-1, keepdims=True) - uncertain) > 0)
+    return tossed | (held & uncertain)
 
 
-def _compare_physics(s, agents) -> None:
+def _compare_physics(geometries, s, agents) -> None:
     ffi = core.physics(s, agents, fps=FPS)
     ref = core.physics(s, agents, fps=FPS, backend="reference")
     _check_physics_outputs(ffi)
     _check_physics_outputs(ref)
-    ambiguous = _decided_by_rounding(s, agents, ffi[1], ref[1], atol=1e-4)
+    ambiguous = _decided_by_rounding(geometries, agents, ffi[1], ref[1], atol=1e-4)
 
     def patched(x, y):
         return np.where(ambiguous.reshape(ambiguous.shape + (1,) * (np.ndim(x) - 2)), x, y)
 
     ref = (jax.tree.map(patched, ffi[0], ref[0]), patched(ffi[1], ref[1]))
     np.testing.assert_allclose(ffi[1], ref[1], atol=1e-4, err_msg="physics: progress, ffi against reference")
-    # huge speeds carry agents ~10 km: compare positions to a few float32 ulps of their size
-    scale = max(1.0, float(np.abs(np.asarray(ffi[0].positions)).max()))
+    # positions far out (1 km) or moved far (up to 10 km a step) agree as well as progress does, relative to those
+    move = np.linalg.norm(np.asarray(agents.velocity), axis=-1).max() / FPS
+    scale = max(1.0, float(np.abs(np.asarray(ffi[0].positions)).max()), float(move))
     assert_physics_close(ffi, ref, atol=1e-4 * scale)
 
 
@@ -625,13 +688,31 @@ def _compare_bake(geometries, s, seed: int) -> None:
     w = walls[rng.integers(len(walls), size=64)]
     lights = np.concatenate([g["lights"] for g in geometries])
     points = np.concatenate([w[:, 0] + t * (w[:, 1] - w[:, 0]), lights, rng.uniform(-5, 5, (64 - len(lights), 2))])
-    point_geometry = jnp.asarray(np.arange(len(points)) % 2, jnp.int32)
-    points = jnp.asarray(points, jnp.float32)
-    ffi = calls.bake(points, point_geometry, s.walls, s.wall_offsets, s.lights, s.light_offsets)
-    ref = reference.bake(dataclasses.replace(s, env_geometry=point_geometry), points, point_geometry)
+    geometry_of = np.arange(len(points)) % 2
+    point_geometry = jnp.asarray(geometry_of, jnp.int32)
+    ffi = calls.bake(jnp.asarray(points, jnp.float32), point_geometry, s.walls, s.wall_offsets, s.lights,
+                     s.light_offsets)  # fmt: skip
+    ref = reference.bake(dataclasses.replace(s, env_geometry=point_geometry), jnp.asarray(points, jnp.float32),
+                         point_geometry)  # fmt: skip
     ffi, ref = np.asarray(ffi), np.asarray(ref)
     assert np.isfinite(ffi).all() and ((ffi >= 0.1 - 1e-6) & (ffi <= 1)).all(), "bake: light outside [0.1, 1]"
-    np.testing.assert_allclose(ffi, ref, atol=1e-5, err_msg="bake: ffi against reference")
+    assert np.isfinite(ref).all() and ((ref >= 0.1 - 1e-6) & (ref <= 1)).all(), "bake: light outside [0.1, 1]"
+    # A point on a wall is lit unless a wall crosses the ray to the light before 0.999 of the way; with walls that
+    # are collinear up to float32 rounding (overlapping runs, far out), that is a toss-up. Such a point may differ by
+    # one light's contribution (less where the light is clamped at 1).
+    diff = np.abs(ffi - ref)
+    on_wall = np.stack([_np_wall_distance(p[None], g["walls"])[0] for p, g in
+                        zip(points, (geometries[i] for i in geometry_of), strict=True)])  # fmt: skip
+    on_wall = on_wall < 1e-3 * np.maximum(1, np.abs(points).max(-1))
+    own = [np.asarray(g["lights"]) for g in geometries]
+    intensity = [np.asarray(s.lights)[np.asarray(s.light_offsets)[i] : np.asarray(s.light_offsets)[i + 1], 2]
+                 for i in range(2)]  # fmt: skip
+    gain = np.stack([2 * intensity[i] / np.maximum(((own[i] - p) ** 2).sum(-1), 1) for p, i in
+                     zip(points, geometry_of, strict=True)])  # fmt: skip
+    clamped = (np.maximum(ffi, ref) >= 1 - 1e-6)[:, None]
+    one_light = ((diff[:, None] <= gain + 1e-5) & ((diff[:, None] >= gain - 1e-5) | clamped)).any(-1)
+    tossed = (diff > 1e-5) & on_wall & one_light
+    np.testing.assert_allclose(ffi[~tossed], ref[~tossed], atol=1e-5, err_msg="bake: ffi against reference")
 
 
 @FUZZ
@@ -639,5 +720,389 @@ def _compare_bake(geometries, s, seed: int) -> None:
 def test_fuzzed_kernels_match_reference_and_give_no_nan(case):
     geometries, s, agents = _fuzz_inputs(case)
     _compare_render(geometries, s, agents)
-    _compare_physics(s, agents)
+    _compare_physics(geometries, s, agents)
     _compare_bake(geometries, s, seed=case[-1])
+
+
+@pytest.mark.parametrize("backend", ["ffi", "reference"])
+@pytest.mark.parametrize("gap", [1.0005 * R, 0.95 * R], ids=["clear-of-the-wall", "overlapping-the-wall"])
+@bug(
+    "an agent at rest within 1.001 R of a wall gets progress 0, so its turn is cancelled and its angvelocity zeroed, "
+    "even when its disc is clear of the wall: the kernels' 'ending within r of the wall's middle' test computes "
+    "(dp - r) / (dp - dq) with dq == dp"
+)
+def test_an_agent_at_rest_beside_a_wall_can_turn(backend, gap):
+    s = scene.scenery([_one_wall([[[0.0, 0.0], [0.0, 2.0]]])])
+    # `gap` from the wall (spawned touching it, or left overlapping it by a graze past its end), turning at 90 deg/s
+    agents = dataclasses.replace(core.agents(1, 1, positions=np.asarray([[[gap, 1.0]]], np.float32)),
+                                 angvelocity=jnp.full((1, 1), 90.0))  # fmt: skip
+    moved, progress = core.physics(s, agents, FPS, backend)
+    assert float(progress[0, 0]) == 1.0, f"an agent at rest was stopped short (progress {float(progress[0, 0])})"
+    np.testing.assert_allclose(moved.angles, [[9.0]], atol=1e-5, err_msg="the turn was cancelled")
+
+
+@pytest.mark.parametrize("backend", ["ffi", "reference"])
+@bug(
+    "a ray grazing a long wall can get dots = 1.0000001 and so a screen of -1e-8, outside [0, 1]: (1 - dot^2) is not "
+    "clamped. The observation then falls outside its space (MultiImage.contains is False)"
+)
+def test_grazing_hits_on_long_walls_keep_the_screen_in_range(backend):
+    # a 1 km wall at 37 degrees through the origin; 2048 agents 5-200 mm from it, each looking along it at a point
+    # of the wall 50-450 m away. About 1% of these rays hit with |dot| rounded above 1.
+    rng = np.random.default_rng(0)
+    n, theta = 2048, np.radians(37.0)
+    along, normal = np.array([np.cos(theta), np.sin(theta)]), np.array([-np.sin(theta), np.cos(theta)])
+    offset, distance = rng.uniform(0.005, 0.2, n), rng.uniform(50, 450, n)
+    s = scene.scenery([dict(walls=np.array([[-500 * along, 500 * along]]), lights=np.array([[0.0, 1.0]]))] * n)
+    agents = core.agents(
+        n, 1, positions=(offset[:, None] * normal)[:, None], angles=np.degrees(theta - offset / distance)[:, None]
+    )
+    out = core.render(s, agents, res=1, backend=backend)
+    assert (np.asarray(out.indices) == MODEL_LINES).all(), "every ray hits the wall"
+    dots, screen = np.asarray(out.dots), np.asarray(out.screen)
+    assert (np.abs(dots) <= 1).all(), (
+        f"{(np.abs(dots) > 1).sum()} of {n} rays have |dot| > 1, up to {np.abs(dots).max()!r}"
+    )
+    assert (screen >= 0).all(), f"{(screen.min(-1) < 0).sum()} of {n} pixels are negative, down to {screen.min()!r}"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 3. Bad input: a ValueError or TypeError naming the argument, never a crash or a hang
+
+
+@pytest.fixture(scope="module")
+def two_by_two():
+    """Scenery of 2 box envs with 2 agents each, and agents at rest inside."""
+    s = scene.scenery([toys.box()] * 2, n_agents=2)
+    return s, core.agents(2, 2, positions=np.asarray([[[2.0, 2.0], [4.0, 4.0]]] * 2, np.float32))
+
+
+def _with(agents, **fields):
+    return dataclasses.replace(agents, **fields)
+
+
+BAD_AGENTS = [
+    # (field, value, exception, match)
+    ("positions", np.zeros((2, 2, 3)), ValueError, r"agents\.positions.*\(2, 2, 2\)"),
+    ("positions", np.zeros((2, 2)), ValueError, r"agents\.positions"),
+    ("positions", np.zeros((3, 2, 2)), ValueError, r"agents\.positions"),
+    ("positions", 3.0, ValueError, r"agents\.positions"),
+    ("angles", np.zeros((2, 3)), ValueError, r"agents\.angles"),
+    ("angles", np.zeros((2, 2, 1)), ValueError, r"agents\.angles"),
+    ("velocity", np.zeros((2, 2)), ValueError, r"agents\.velocity"),
+    ("angvelocity", np.zeros(4), ValueError, r"agents\.angvelocity"),
+    ("positions", np.zeros((2, 2, 2), bool), TypeError, r"agents\.positions.*bool"),
+    ("angles", np.zeros((2, 2), np.complex64), TypeError, r"agents\.angles.*complex"),
+    ("velocity", np.full((2, 2, 2), "1"), TypeError, r"agents\.velocity"),
+    pytest.param("positions", None, (ValueError, TypeError), r"agents\.positions"),
+    pytest.param("positions", [[["a", 1.0]] * 2] * 2, (ValueError, TypeError), r"agents\.positions"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("kernel", ["render", "physics"])
+@pytest.mark.parametrize("field, value, error, match", BAD_AGENTS)
+def test_kernels_reject_agents_of_the_wrong_shape_or_dtype(two_by_two, kernel, field, value, error, match):
+    s, agents = two_by_two
+    with pytest.raises(error, match=match):
+        getattr(core, kernel)(s, _with(agents, **{field: value}))
+
+
+@pytest.mark.parametrize("kernel", ["render", "physics"])
+def test_kernels_reject_what_is_not_scenery_or_agents(two_by_two, kernel):
+    s, agents = two_by_two
+    with pytest.raises(TypeError, match="agents"):
+        getattr(core, kernel)(s, (agents.angles, agents.positions))
+    with pytest.raises(TypeError, match="scenery"):
+        getattr(core, kernel)(dict(walls=np.zeros((1, 2, 2))), agents)
+    with pytest.raises(ValueError, match="backend"):
+        getattr(core, kernel)(s, agents, backend="cuda")
+    with pytest.raises(ValueError, match="backend"):
+        getattr(core, kernel)(s, agents, backend=None)
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(fov=180), ValueError, "fov"), (dict(fov=200.0), ValueError, "fov"), (dict(fov=0), ValueError, "fov"),
+    (dict(fov=-5), ValueError, "fov"), (dict(fov=float("nan")), ValueError, "fov"),
+    (dict(fov=float("inf")), ValueError, "fov"), (dict(fov="90"), ValueError, "fov"),
+    (dict(fov=None), ValueError, "fov"),
+    (dict(res=0), ValueError, "res"), (dict(res=-1), ValueError, "res"), (dict(res=2.5), ValueError, "res"),
+    (dict(res="64"), ValueError, "res"), (dict(res=1 << 17), ValueError, "res"), (dict(res=None), ValueError, "res"),
+])  # fmt: skip
+def test_render_rejects_bad_fov_and_res(two_by_two, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        core.render(*two_by_two, **kwargs)
+
+
+@pytest.mark.parametrize("fps", [0, -1.0, float("nan"), float("inf"), "10", None])
+def test_physics_rejects_bad_fps(two_by_two, fps):
+    with pytest.raises(ValueError, match="fps"):
+        core.physics(*two_by_two, fps=fps)
+
+
+def test_traced_fov_res_and_fps_are_refused_by_name(two_by_two):
+    s, agents = two_by_two
+    with pytest.raises(TypeError, match="fps"):
+        jax.jit(lambda fps: core.physics(s, agents, fps=fps))(10.0)
+    with pytest.raises(TypeError, match="fov"):
+        jax.jit(lambda fov: core.render(s, agents, fov=fov))(90.0)
+    with pytest.raises(ValueError, match="res"):
+        jax.jit(lambda res: core.render(s, agents, res=res))(8)
+
+
+@pytest.mark.parametrize("backend", ["ffi", "reference"])
+def test_nan_and_inf_agents_are_contained(two_by_two, backend):
+    """The rule for invalid traced values (see docs/reliability.md): a NaN or inf position, velocity or angle is not
+    an error (it cannot be checked without a device sync); it poisons that agent alone. Its own view is all misses,
+    nobody sees it or bumps into it, and physics carries the NaN on; every other agent is unaffected."""
+    s, agents = two_by_two
+    positions = np.asarray(agents.positions).copy()
+    positions[0, 0] = np.nan
+    positions[1, 0, 0] = np.inf
+    bad = _with(agents, positions=jnp.asarray(positions), velocity=jnp.ones((2, 2, 2)),
+                angles=jnp.asarray([[0.0, 225.0], [0.0, 225.0]]))  # fmt: skip
+    render = jax.jit(lambda a: core.render(s, a, res=16, backend=backend))(bad)
+    np.testing.assert_array_equal(render.indices[:, 0], -1)
+    assert np.isinf(np.asarray(render.distances[:, 0])).all()
+    np.testing.assert_array_equal(render.screen[:, 0], 0.0)
+    for out in render:
+        assert not np.isnan(np.asarray(out)).any(), "NaN in the render"
+    # agent 1 looks straight at where agent 0 would be, and sees the wall behind it: the same as with agent 0 gone
+    alone = core.render(s, _with(bad, positions=jnp.asarray(positions).at[:, 0].set(100.0)), res=16, backend=backend)
+    np.testing.assert_array_equal(render.indices[:, 1], alone.indices[:, 1])
+
+    moved, progress = jax.jit(lambda a: core.physics(s, a, FPS, backend))(bad)
+    p = np.asarray(moved.positions)
+    assert np.isnan(p[0, 0]).all() and not np.isfinite(p[1, 0]).all()
+    np.testing.assert_allclose(p[:, 1], positions[:, 1] + 0.1, atol=1e-6)  # the others move freely
+    assert np.isfinite(np.asarray(progress)).all()
+
+    velocity = np.ones((2, 2, 2), np.float32)
+    velocity[0, 1] = np.nan
+    moved, progress = core.physics(s, _with(agents, velocity=jnp.asarray(velocity)), FPS, backend)
+    p = np.asarray(moved.positions)
+    assert np.isnan(p[0, 1]).all(), "a NaN velocity makes a NaN position"
+    np.testing.assert_allclose(p[0, 0], np.asarray(agents.positions)[0, 0] + 0.1, atol=1e-6)
+    np.testing.assert_allclose(p[1], np.asarray(agents.positions)[1] + 0.1, atol=1e-6)
+
+
+BOX = toys.box()
+
+
+@pytest.mark.parametrize("geometries, kwargs, error, match", [
+    ([], {}, ValueError, "geometries.*empty"),
+    (BOX, {}, ValueError, "geometries.*list"),
+    ([None], {}, ValueError, r"geometries\[0\]"),
+    ([dict(walls=BOX["walls"])], {}, ValueError, r"geometries\[0\].*lights"),
+    ([dict(BOX, walls=np.full((1, 2, 2), np.nan))], {}, ValueError, r"geometries\[0\].*finite"),
+    ([dict(BOX, walls=np.asarray([[[0.0, 0.0], [np.inf, 1.0]]]))], {}, ValueError, r"geometries\[0\].*finite"),
+    ([dict(BOX, lights=[[np.nan, 1.0]])], {}, ValueError, r"geometries\[0\].*finite"),
+    ([dict(BOX, walls=np.ones((1, 2, 2)))], {}, ValueError, r"geometries\[0\]\['walls'\].*zero-length"),
+    ([BOX, dict(BOX, walls=np.asarray([[[1.0, 1.0], [2.0, 2.0]], [[3.0, 3.0], [3.0, 3.0]]]))], {}, ValueError,
+     r"geometries\[1\]\['walls'\].*zero-length wall at index 1"),
+    ([dict(BOX, walls=np.zeros((4, 2)))], {}, ValueError, r"geometries\[0\]\['walls'\].*\(W, 2, 2\)"),
+    ([BOX], dict(n_agents=0), ValueError, "n_agents"),
+    ([BOX], dict(n_agents=-1), ValueError, "n_agents"),
+    ([BOX], dict(n_agents=1.5), ValueError, "n_agents"),
+    ([BOX], dict(backend="cuda"), ValueError, "backend"),
+    pytest.param(None, {}, (ValueError, TypeError), "geometries"),
+    pytest.param([dict(BOX, walls=[[["a", 1.0], [2.0, 3.0]]])], {}, ValueError, r"geometries\[0\]"),
+    pytest.param([dict(BOX, lights=np.ones(3))], {}, ValueError, r"geometries\[0\].*lights"),
+    pytest.param([dict(BOX, lights=np.ones((2, 3)))], {}, ValueError, r"geometries\[0\].*lights"),
+])  # fmt: skip
+def test_scenery_rejects_bad_geometries_by_name(geometries, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        scene.scenery(geometries, **kwargs)
+
+
+ALL_ENVS = sorted(envs.REGISTRY)
+
+
+def _small(name: str) -> dict:
+    """Config that keeps an env cheap to build: the box (not procedural plans) and a low deathmatch resolution."""
+    config = {} if name == "minimal" else dict(geometries=[toys.box()])
+    if name == "deathmatch":
+        config.update(n_agents=2, res=16, subsample=2)
+    return config
+
+
+@pytest.mark.parametrize("name", ["nope", "Minimal", "", " minimal", None])
+def test_make_rejects_unknown_env_names(name):
+    with pytest.raises(ValueError, match="unknown env"):
+        jaxstep.make(name)
+
+
+@pytest.mark.parametrize("name", ALL_ENVS)
+@pytest.mark.parametrize("config, error, match", [
+    (dict(n_envs=0), ValueError, "n_envs"), (dict(n_envs=-2), ValueError, "n_envs"),
+    (dict(n_envs=2.0), ValueError, "n_envs"), (dict(n_envs=True), ValueError, "n_envs"),
+    (dict(n_envs=None), ValueError, "n_envs"), (dict(res=0), ValueError, "res"), (dict(res=-8), ValueError, "res"),
+    (dict(res=8.0), ValueError, "res"), (dict(backend="cuda"), ValueError, "backend"),
+    (dict(colour="red"), TypeError, "colour"),
+])  # fmt: skip
+def test_make_rejects_bad_config_by_name(name, config, error, match):
+    with pytest.raises(error, match=match):
+        jaxstep.make(name, **{**_small(name), **config})
+
+
+@pytest.mark.parametrize("name", ["explorer", "waypoint", "deathmatch"])
+@pytest.mark.parametrize("geometries, match", [
+    ([], "geometries"), ([dict(walls=np.zeros((1, 2, 2)))], "missing key"),
+    ([dict(BOX, walls=np.full((4, 2, 2), np.nan))], "NaN"), ([dict(BOX, res=-0.2)], "res"),
+])  # fmt: skip
+def test_make_rejects_bad_geometries(name, geometries, match):
+    with pytest.raises(ValueError, match=match):
+        jaxstep.make(name, **{**_small(name), "geometries": geometries})
+
+
+@pytest.mark.parametrize("config, match", [
+    (dict(n_agents=0), "n_agents"), (dict(n_agents=65), "n_agents"), (dict(n_agents=-1), "n_agents"),
+    (dict(subsample=0), "subsample"), (dict(subsample=3), "subsample"), (dict(subsample=16), "subsample"),
+    (dict(subsample=-2), "subsample"), (dict(res=6, subsample=4), "subsample"),
+])  # fmt: skip
+def test_make_deathmatch_rejects_bad_agents_and_subsample(config, match):
+    with pytest.raises(ValueError, match=match):
+        jaxstep.make("deathmatch", **{**_small("deathmatch"), **config})
+
+
+@pytest.mark.parametrize("name", ALL_ENVS)
+@pytest.mark.parametrize("config, match", [
+    (dict(fov=180), "fov"), (dict(fov=0), "fov"), (dict(fps=-10.0), "fps"),
+    pytest.param(dict(fps=0), "fps"),
+])  # fmt: skip
+def test_bad_fov_and_fps_are_refused_by_the_first_step(name, config, match):
+    """fov and fps are not checked by make; the kernels refuse them by name when reset or step is first traced."""
+    with pytest.raises(ValueError, match=match):
+        env = jaxstep.make(name, **{**_small(name), **config})
+        state, _ = jax.eval_shape(env.reset, jax.random.PRNGKey(0))
+        jax.eval_shape(env.step, state, jnp.zeros((env.n_envs, env.n_agents), jnp.int32))
+
+
+@pytest.mark.parametrize("name", ALL_ENVS)
+@pytest.mark.parametrize("action, error, match", [
+    (np.zeros((3,), np.int32), ValueError, r"action: expected shape"),
+    (np.zeros((3, 1, 1), np.int32), ValueError, r"action: expected shape"),
+    (np.zeros((1, 3), np.int32), ValueError, r"action: expected shape"),
+    (np.int32(0), ValueError, r"action: expected shape"),
+    (np.zeros((3, 1), np.float32), TypeError, r"action: expected integers"),
+    (np.zeros((3, 1), bool), TypeError, r"action: expected integers"),
+    (np.zeros((3, 1), np.complex64), TypeError, r"action: expected integers"),
+    pytest.param(None, (ValueError, TypeError), "action"),
+    pytest.param(np.full((3, 1), "3"), (ValueError, TypeError), "action"),
+])  # fmt: skip
+def test_step_rejects_actions_of_the_wrong_shape_or_dtype(name, action, error, match):
+    env = jaxstep.make(name, n_envs=3, **_small(name))
+    state, _ = jax.eval_shape(env.reset, jax.random.PRNGKey(0))  # a traced state: the checks need no data
+    if isinstance(action, np.ndarray) and action.ndim == 2 and action.shape[1] == 1:
+        action = np.repeat(action, env.n_agents, 1)  # the dtype is what is wrong here, not the shape
+    with pytest.raises(error, match=match):
+        env.step(state, action)  # eagerly: the action is checked before the state is touched
+
+
+INVALID_ACTIONS = [-1, modules.N_ACTIONS, 100, np.iinfo(np.int32).min, np.iinfo(np.int32).max]
+
+
+def _assert_trees_equal(a, b, what: str):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=what)
+
+
+@pytest.mark.parametrize("name", ALL_ENVS)
+def test_out_of_range_actions_run_as_noops_and_are_flagged(name):
+    """The rule for invalid traced actions: an action outside [0, N_ACTIONS) is not an error (under jit it cannot
+    be); it runs as the noop (0) and ts.info["invalid_actions"] flags it. Checked under jit, valid ones mixed in."""
+    env = jaxstep.make(name, n_envs=3, **_small(name))
+    step = jax.jit(env.step)
+    state, _ = jax.jit(env.reset)(jax.random.PRNGKey(0))
+    forward = jnp.full((env.n_envs, env.n_agents), 3, jnp.int32)
+    for _ in range(3):  # some motion, so that a noop is not a standstill
+        state, _ = step(state, forward)
+    rng = np.random.default_rng(0)
+    shape = (env.n_envs, env.n_agents)
+    valid = rng.integers(0, modules.N_ACTIONS, shape).astype(np.int32)
+    invalid = rng.random(shape) < 0.5
+    invalid[0, 0], invalid[1, 0] = True, False
+    actions = np.where(invalid, rng.choice(INVALID_ACTIONS, shape), valid).astype(np.int32)
+    stepped, ts = step(state, actions)
+    as_noops, noop_ts = step(state, np.where(invalid, 0, valid).astype(np.int32))
+    np.testing.assert_array_equal(ts.info["invalid_actions"], invalid)
+    assert not np.asarray(noop_ts.info["invalid_actions"]).any()
+    _assert_trees_equal(stepped, as_noops, f"{name}: invalid actions should step exactly as noops")
+    _assert_trees_equal((ts.obs, ts.reward, ts.terminated, ts.truncated),
+                        (noop_ts.obs, noop_ts.reward, noop_ts.terminated, noop_ts.truncated), name)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def minimal_step():
+    # not jitted: at a jit boundary JAX itself narrows int64 arrays to int32 (x64 is off), before step sees them
+    env = jaxstep.make("minimal", n_envs=3)
+    state, _ = env.reset(jax.random.PRNGKey(0))
+    return env.step, state
+
+
+@pytest.mark.parametrize("actions", [
+    np.asarray([[255], [7], [3]], np.uint8), np.asarray([[-1], [7], [3]], np.int16),
+    np.asarray([[-(2**31)], [2**31 - 1], [3]], np.int64),
+    pytest.param(np.asarray([[2**32 + 3], [2**31], [3]], np.int64)),
+], ids=["uint8", "int16", "int64", "int64-beyond-int32"])  # fmt: skip
+def test_out_of_range_actions_of_other_integer_dtypes_are_flagged(minimal_step, actions):
+    step, state = minimal_step
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # JAX warns that it truncates int64 to int32
+        _, ts = step(state, actions)
+    np.testing.assert_array_equal(ts.info["invalid_actions"], [[True], [True], [False]], err_msg=str(actions))
+
+
+@pytest.mark.parametrize("change, error, match", [
+    (lambda g: g.pop("masks"), ValueError, r"missing key\(s\) \['masks'\]"),
+    (lambda g: g.update(walls=[[["a", 1], [2, 3]]]), ValueError, r"geometry\['walls'\] could not be read"),
+    (lambda g: g.update(walls=None), ValueError, r"geometry\['walls'\]"),
+    (lambda g: g.update(walls=np.full((1, 2, 2), np.inf)), ValueError, r"geometry\['walls'\].*NaN or inf"),
+    (lambda g: g.update(lights=np.ones((2, 3))), ValueError, r"geometry\['lights'\] has shape \(2, 3\)"),
+    (lambda g: g.update(res=None), ValueError, r"geometry\['res'\]"),
+    (lambda g: g.update(res=0), ValueError, r"geometry\['res'\]"),
+    (lambda g: g.update(res=float("nan")), ValueError, r"geometry\['res'\]"),
+    (lambda g: g.update(masks=g["masks"] > 0), ValueError, r"geometry\['masks'\].*bool"),
+    (lambda g: g.update(masks=np.zeros((0, 0), int)), ValueError, r"geometry\['masks'\]"),
+    (lambda g: g.update(masks=np.minimum(g["masks"], 0)), ValueError, r"geometry\['masks'\].*no free cells"),
+    (lambda g: g.update(masks=g["masks"] - 5), ValueError, r"geometry\['masks'\].*>= -1"),
+    (lambda g: g.update(walls=g["walls"] + 100), ValueError, r"geometry\['walls'\].*outside the mask's extent"),
+])  # fmt: skip
+def test_validate_names_the_bad_key(change, error, match):
+    g = toys.box()
+    change(g)
+    with pytest.raises(error, match=match):
+        geometry.validate(g)
+    with pytest.raises(TypeError, match="must be a dict"):
+        geometry.validate(None)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 4. Determinism: the same key, the same trajectory, bit for bit (on the CPU)
+
+
+def _env_rollout(env, steps: int = 60):
+    """A freshly traced and jitted rollout of random actions: key -> (first TimeStep, (last state, every TimeStep
+    and the agents after every step))."""
+
+    def step(state, key):
+        state, ts = env.step(state, env.action_space.sample(key))
+        return state, (ts, state.agents)
+
+    def run(key):
+        reset_key, step_key = jax.random.split(key)
+        state, first = env.reset(reset_key)
+        return first, jax.lax.scan(step, state, jax.random.split(step_key, steps))
+
+    return jax.jit(run)
+
+
+@pytest.mark.parametrize("name", ALL_ENVS)
+def test_same_key_gives_a_bit_identical_trajectory(name):
+    rollout = _env_rollout(jaxstep.make(name, n_envs=4, **_small(name)))
+    first, other = rollout(jax.random.PRNGKey(7)), rollout(jax.random.PRNGKey(8))
+    _assert_trees_equal(first, rollout(jax.random.PRNGKey(7)), f"{name}: the same key twice, different trajectories")
+    # a second env object with the same config, traced and compiled afresh
+    again = _env_rollout(jaxstep.make(name, n_envs=4, **_small(name)))(jax.random.PRNGKey(7))
+    _assert_trees_equal(first, again, f"{name}: a fresh env and compilation, same key, different trajectory")
+    positions = lambda out: np.asarray(out[1][1][1].positions)  # noqa: E731
+    assert not np.array_equal(positions(first), positions(other)), f"{name}: another key, the same trajectory"
