@@ -1,13 +1,20 @@
-"""Benchmarks: kernel throughput on the present device, as JSON.
+"""Benchmarks: kernel and env throughput on the present device, as JSON (and a plot of it).
 
 Each measurement jits a `lax.scan` of `steps` kernel calls (so per-call dispatch is amortised, as in a real
-rollout), runs it once to compile, then times `repeats` runs and keeps the median.
+rollout), compiles and runs it once, then times `repeats` runs and keeps the median. Device memory per env is
+the compiled executable's arguments, outputs and temporaries (XLA's `memory_analysis`) over n_envs.
+
+A size that runs out of device memory is recorded as `{"n_envs": N, "error": "out of memory"}` and ends its
+series (an env, or a kernel and backend): no larger size of it is tried. `sweep_sizes` gives the sizes of an
+n_envs sweep that goes until then.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import os
 import platform
 import sys
 import time
@@ -66,8 +73,63 @@ def _time(fn: Callable, args, repeats: int) -> tuple[float, float]:
     return first, float(np.median(times))
 
 
-def _render_scan(scenery, res: int, backend: str, steps: int):
-    def run(agents):
+OUT_OF_MEMORY = "out of memory"
+
+
+def sweep_sizes(max_n_envs: int = 1 << 20, min_n_envs: int = 1024) -> list[int]:
+    """n_envs for a sweep: min_n_envs, doubling while at most max_n_envs."""
+    if min_n_envs < 1:
+        raise ValueError(f"min_n_envs: expected a positive integer, got {min_n_envs}")
+    sizes = []
+    n = min_n_envs
+    while n <= max_n_envs:
+        sizes.append(n)
+        n *= 2
+    return sizes
+
+
+def _out_of_memory(error: BaseException) -> bool:
+    """Whether `error` is XLA failing to allocate device memory."""
+    message = str(error)
+    return "RESOURCE_EXHAUSTED" in message or "out of memory" in message.lower()
+
+
+def _memory_bytes(compiled: jax.stages.Compiled) -> int | None:
+    """Device bytes an executable's arguments, outputs and temporaries take (aliased outputs counted once), or
+    None where the backend does not say. Constants the function closes over are not counted."""
+    stats = compiled.memory_analysis()
+    if stats is None:
+        return None
+    return (
+        stats.argument_size_in_bytes + stats.output_size_in_bytes + stats.temp_size_in_bytes
+        - stats.alias_size_in_bytes
+    )  # fmt: skip
+
+
+def _measure(fn: Callable, args: tuple, repeats: int) -> tuple[float, float, int | None]:
+    """For a jitted fn: (seconds to compile and run once, median seconds of `repeats` later runs, device bytes
+    from `_memory_bytes`)."""
+    start = time.perf_counter()
+    compiled = fn.lower(*args).compile()
+    compile_seconds = time.perf_counter() - start
+    first, seconds = _time(compiled, args, repeats)
+    return compile_seconds + first, seconds, _memory_bytes(compiled)
+
+
+def _per_env(memory: int | None, n: int) -> float | None:
+    """Bytes per env, or None where memory is unknown."""
+    return None if memory is None else memory / n
+
+
+def _memory_text(row: dict) -> str:
+    """`, 12.3 KiB/env` for a progress line, or nothing where memory is unknown."""
+    per_env = row.get("memory_bytes_per_env")
+    return "" if per_env is None else f", {per_env / 1024:.1f} KiB/env"
+
+
+def _render_scan(res: int, backend: str, steps: int):
+    # scenery is an argument rather than a closed-over constant so that memory_analysis counts it
+    def run(scenery, agents):
         def step(carry, _):
             agents, acc = carry
             out = core.render(scenery, agents, res=res, backend=backend)
@@ -81,8 +143,8 @@ def _render_scan(scenery, res: int, backend: str, steps: int):
     return jax.jit(run)
 
 
-def _physics_scan(scenery, backend: str, steps: int):
-    def run(agents):
+def _physics_scan(backend: str, steps: int):
+    def run(scenery, agents):
         def step(agents, _):
             agents, progress = core.physics(scenery, agents, backend=backend)
             # keep them moving: restore a velocity where a collision zeroed it
@@ -93,6 +155,43 @@ def _physics_scan(scenery, backend: str, steps: int):
         return agents.positions
 
     return jax.jit(run)
+
+
+KERNELS = ("render", "physics")
+
+
+def _kernel_rows(
+    n: int,
+    series: Sequence[tuple[str, str]],
+    geometries: Sequence[dict],
+    res: int,
+    n_agents: int,
+    steps: int,
+    repeats: int,
+) -> list[dict]:
+    """One row per (kernel, backend) in `series` at n envs; an out-of-memory row where that one did not fit."""
+    scenery = scene.scenery([geometries[i % len(geometries)] for i in range(n)], n_agents=n_agents)
+    agents = _random_agents(scenery, geometries, seed=n)
+    walls = float(np.diff(np.asarray(scenery.wall_offsets))[np.asarray(scenery.env_geometry)].mean())
+    rows = []
+    for kernel, backend in series:
+        run = _render_scan(res, backend, steps) if kernel == "render" else _physics_scan(backend, steps)
+        try:
+            first, seconds, memory = _measure(run, (scenery, agents), repeats)
+        except Exception as e:
+            if not _out_of_memory(e):
+                raise
+            rows.append(dict(kernel=kernel, backend=backend, n_envs=n, error=OUT_OF_MEMORY))
+            continue
+        per_step = seconds / steps
+        row = dict(
+            kernel=kernel, backend=backend, n_envs=n, n_agents=n_agents, mean_walls=walls,
+            res=res if kernel == "render" else None, compile_seconds=first, seconds_per_step=per_step,
+            memory_bytes_per_env=_per_env(memory, n),
+        )  # fmt: skip
+        row["frames_per_second" if kernel == "render" else "agent_steps_per_second"] = n * n_agents / per_step
+        rows.append(row)
+    return rows
 
 
 def kernels(
@@ -108,35 +207,41 @@ def kernels(
 ) -> dict:
     """Render and physics throughput for each backend and n_envs; returns a JSON-ready dict.
 
-    frames_per_second counts agent-frames (n_envs * n_agents renders per step); agent_steps_per_second counts
-    agent moves per second of physics.
+    Each result row has frames_per_second (render: agent-frames, n_envs * n_agents renders per step, per second)
+    or agent_steps_per_second (physics: agent moves per second), seconds_per_step, compile_seconds (compiling
+    plus the first run, seconds) and memory_bytes_per_env (device bytes, or None where the backend does not
+    say). A (kernel, backend) that runs out of device memory gets an out-of-memory row and no larger sizes.
     """
     geometries = _geometries(geometry, 64)
     results = []
+    too_big: dict[tuple[str, str], float] = {}  # (kernel, backend): the smallest n_envs that did not fit
     for n in n_envs:
-        scenery = scene.scenery([geometries[i % len(geometries)] for i in range(n)], n_agents=n_agents)
-        agents = _random_agents(scenery, geometries, seed=n)
-        walls = float(np.diff(np.asarray(scenery.wall_offsets))[np.asarray(scenery.env_geometry)].mean())
-        for backend in backends:
-            if backend == "reference" and n > reference_max_envs:
-                continue
-            runs = {
-                "render": _render_scan(scenery, res, backend, steps),
-                "physics": _physics_scan(scenery, backend, steps),
-            }
-            for kernel, run in runs.items():
-                first, seconds = _time(run, (agents,), repeats)
-                per_step = seconds / steps
-                row = dict(
-                    kernel=kernel, backend=backend, n_envs=n, n_agents=n_agents, mean_walls=walls,
-                    res=res if kernel == "render" else None, compile_seconds=first, seconds_per_step=per_step,
-                )  # fmt: skip
-                rate = n * n_agents / per_step
-                row["frames_per_second" if kernel == "render" else "agent_steps_per_second"] = rate
-                results.append(row)
-                if progress:
-                    ms = per_step * 1e3
-                    progress(f"{kernel:8s} {backend:10s} n_envs={n:6d}  {rate / 1e6:9.2f} M/s  ({ms:.3f} ms/step)")
+        series = [
+            (kernel, backend) for backend in backends for kernel in KERNELS
+            if not (backend == "reference" and n > reference_max_envs) and n < too_big.get((kernel, backend), math.inf)
+        ]  # fmt: skip
+        if not series:
+            continue
+        try:
+            rows = _kernel_rows(n, series, geometries, res, n_agents, steps, repeats)
+        except Exception as e:
+            if not _out_of_memory(e):
+                raise
+            # the scenery or agents themselves did not fit
+            rows = [dict(kernel=kernel, backend=backend, n_envs=n, error=OUT_OF_MEMORY) for kernel, backend in series]
+        # the executables of this size are no use to the next, and hold device memory
+        jax.clear_caches()
+        for row in rows:
+            kernel, backend = row["kernel"], row["backend"]
+            if "error" in row:
+                too_big[kernel, backend] = n
+                line = "out of memory; no larger sizes"
+            else:
+                rate = row.get("frames_per_second", row.get("agent_steps_per_second"))
+                line = f"{rate / 1e6:9.2f} M/s  ({row['seconds_per_step'] * 1e3:.3f} ms/step{_memory_text(row)})"
+            if progress:
+                progress(f"{kernel:8s} {backend:10s} n_envs={n:7d}  {line}")
+        results.extend(rows)
     return dict(
         benchmark="kernels",
         device=str(jax.devices()[0].device_kind),
@@ -150,6 +255,27 @@ def kernels(
     )
 
 
+def _env_row(name: str, n: int, steps: int, repeats: int) -> dict:
+    from jaxstep import envs as registry
+
+    env = registry.make(name, n_envs=n)
+
+    def run(key):
+        state, _ = env.reset(key)
+
+        def step(state, key):
+            state, ts = env.step(state, env.action_space.sample(key))
+            # use the observations, or XLA drops the render that makes them
+            return state, ts.reward.mean() + sum(x.mean() for x in jax.tree.leaves(ts.obs))
+
+        return jax.lax.scan(step, state, jax.random.split(key, steps))[1]
+
+    first, seconds, memory = _measure(jax.jit(run), (jax.random.PRNGKey(0),), repeats)
+    rate = n * env.n_agents * steps / seconds
+    return dict(env=name, n_envs=n, n_agents=env.n_agents, steps=steps, compile_seconds=first, seconds=seconds,
+                frames_per_second=rate, memory_bytes_per_env=_per_env(memory, n))  # fmt: skip
+
+
 def envs(
     names: Sequence[str] = ("minimal", "explorer", "deathmatch", "waypoint"),
     n_envs: Sequence[int] = (1024, 8192),
@@ -157,35 +283,37 @@ def envs(
     repeats: int = 3,
     progress: Callable[[str], None] | None = None,
 ) -> dict:
-    """Env steps with random actions, `steps` per jitted scan; returns a JSON-ready dict.
+    """Env steps with random actions, `steps` per jitted scan (reset included); returns a JSON-ready dict.
 
-    frames_per_second counts agent-frames: n_envs * n_agents per env step.
+    Each result row has frames_per_second (agent-frames: n_envs * n_agents per env step, per second), seconds (per
+    scan), compile_seconds (compiling plus the first run, seconds) and memory_bytes_per_env (device bytes, or
+    None where the backend does not say). An env that runs out of device memory gets an out-of-memory row and
+    no larger sizes.
     """
-    from jaxstep import envs as registry
-
     results = []
     for name in names:
+        too_big = math.inf  # the smallest n_envs that did not fit
         for n in n_envs:
-            env = registry.make(name, n_envs=n)
-
-            def run(key, env=env):
-                state, _ = env.reset(key)
-
-                def step(state, key):
-                    state, ts = env.step(state, env.action_space.sample(key))
-                    # use the observations, or XLA drops the render that makes them
-                    return state, ts.reward.mean() + sum(x.mean() for x in jax.tree.leaves(ts.obs))
-
-                return jax.lax.scan(step, state, jax.random.split(key, steps))[1]
-
-            first, seconds = _time(jax.jit(run), (jax.random.PRNGKey(0),), repeats)
-            rate = n * env.n_agents * steps / seconds
-            results.append(dict(env=name, n_envs=n, n_agents=env.n_agents, steps=steps, compile_seconds=first,
-                                seconds=seconds, frames_per_second=rate))  # fmt: skip
+            if n >= too_big:
+                continue
+            try:
+                row = _env_row(name, n, steps, repeats)
+            except Exception as e:
+                if not _out_of_memory(e):
+                    raise
+                row = dict(env=name, n_envs=n, error=OUT_OF_MEMORY)
+                too_big = n
+            jax.clear_caches()
+            results.append(row)
             if progress:
-                progress(f"{name:10s} n_envs={n:6d}  {rate / 1e6:8.2f} M frames/s  (compile {first:.1f} s)")
+                if "error" in row:
+                    line = "out of memory; no larger sizes"
+                else:
+                    rate, first = row["frames_per_second"], row["compile_seconds"]
+                    line = f"{rate / 1e6:8.2f} M frames/s  (compile {first:.1f} s{_memory_text(row)})"
+                progress(f"{name:10s} n_envs={n:7d}  {line}")
     return dict(benchmark="envs", device=str(jax.devices()[0].device_kind), platform=jax.default_backend(),
-                jax=jax.__version__, results=results)  # fmt: skip
+                jax=jax.__version__, steps=steps, repeats=repeats, results=results)  # fmt: skip
 
 
 def scaling(
@@ -229,9 +357,58 @@ def scaling(
 
 
 def write(result: dict, path: str | None) -> None:
+    """Writes `result` as indented JSON to path, or to stdout where path is None."""
     text = json.dumps(result, indent=2)
     if path:
         with open(path, "w") as f:
             f.write(text + "\n")
     else:
         sys.stdout.write(text + "\n")
+
+
+def _size_label(n: int) -> str:
+    if n % (1 << 20) == 0:
+        return f"{n >> 20}M"
+    if n % 1024 == 0:
+        return f"{n >> 10}k"
+    return str(n)
+
+
+def plot(result: dict, path: str | os.PathLike) -> None:
+    """Plots throughput against n_envs (log2 axis) for a `kernels` or `envs` result, one line per (kernel,
+    backend) or env, titled with the device, and saves it to path (.png, .svg or .pdf). Throughput is
+    agent-frames per second (render and envs) or agent-steps per second (physics)."""
+    # no pyplot: its global state and display backends are no use for writing a file
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    lines: dict[str, list[tuple[int, float]]] = {}
+    too_big: dict[str, int] = {}
+    for row in result["results"]:
+        label = row["env"] if "env" in row else f"{row['kernel']} {row['backend']}"
+        if "error" in row:
+            too_big[label] = row["n_envs"]
+        else:
+            rate = row.get("frames_per_second", row.get("agent_steps_per_second"))
+            lines.setdefault(label, []).append((row["n_envs"], rate))
+    fig = Figure(figsize=(8, 5))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    for label, points in lines.items():
+        n, rate = zip(*sorted(points), strict=True)
+        if label in too_big:
+            label += f" (out of memory at {_size_label(too_big[label])})"
+        ax.plot(n, rate, marker="o", label=label)
+    sizes = sorted({n for points in lines.values() for n, _ in points})
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xticks(sizes, [_size_label(n) for n in sizes])
+    ax.set_xticks([], minor=True)
+    ax.set_xlabel("n_envs")
+    physics = result["benchmark"] == "kernels"
+    ax.set_ylabel("agent-frames/s (render), agent-steps/s (physics)" if physics else "agent-frames/s")
+    ax.set_title(f"jaxstep {result['benchmark']} on {result['device']}")
+    ax.grid(True, which="both", alpha=0.3)
+    if lines:
+        ax.legend()
+    fig.savefig(path, dpi=120, bbox_inches="tight")

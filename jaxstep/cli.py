@@ -1,4 +1,4 @@
-"""The `jaxstep` command: `jaxstep demo` and `jaxstep bench kernels`."""
+"""The `jaxstep` command: `jaxstep demo`, `jaxstep train` and `jaxstep bench kernels|envs|scaling`."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
+
+PLOT_FORMATS = (".png", ".svg", ".pdf")
 
 
 def _positive_int(text: str) -> int:
@@ -96,13 +98,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     t.add_argument("--resume", action="store_true", help="continue from LOGDIR's latest checkpoint")
     t.add_argument("--agent", choices=["lstm", "feedforward"], default="lstm")
     t.add_argument("--rollout", type=_positive_int, default=32, help="env steps per update")
+    t.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="the network's compute dtype")
     t.add_argument("--updates-per-chunk", type=_positive_int, default=10, help="updates per compiled call")
 
-    b = commands.add_parser("bench", help="measure throughput and write JSON")
+    b = commands.add_parser("bench", help="measure throughput and write JSON (and a plot)")
     b.add_argument("what", choices=["kernels", "envs", "scaling"])
     b.add_argument("--devices", type=_positive_int, nargs="+", default=[1, 2, 4], help="device counts (scaling)")
     b.add_argument("--envs", nargs="+", default=["minimal", "explorer", "deathmatch", "waypoint"])
-    b.add_argument("--n-envs", type=_positive_int, nargs="+", default=[1024, 8192])
+    sizes = b.add_mutually_exclusive_group()
+    sizes.add_argument("--n-envs", type=_positive_int, nargs="+", default=[1024, 8192])
+    sizes.add_argument(
+        "--sweep", action="store_true",
+        help="n_envs from --min-n-envs, doubling up to --max-n-envs or the first that runs out of device memory",
+    )  # fmt: skip
+    b.add_argument("--min-n-envs", type=_positive_int, default=1024, help="first n_envs of --sweep (default: 1024)")
+    b.add_argument("--max-n-envs", type=_positive_int, default=1 << 20, help="last n_envs of --sweep (default: 2^20)")
     b.add_argument("--res", type=_positive_int, default=256)
     b.add_argument("--n-agents", type=_positive_int, default=1)
     b.add_argument("--backends", nargs="+", choices=["ffi", "reference"], default=["ffi", "reference"])
@@ -111,6 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     b.add_argument("--repeats", type=_positive_int, default=5)
     b.add_argument("--reference-max-envs", type=_positive_int, default=8192)
     b.add_argument("--out", help="JSON file to write (default: stdout)")
+    b.add_argument("--plot", metavar="PATH.png", help="also plot throughput against n_envs to PATH (.png, .svg, .pdf)")
 
     args = parser.parse_args(argv)
     if args.command == "demo":
@@ -134,15 +145,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.env not in REGISTRY:
             parser.error(f"unknown env {args.env!r}; choose from {', '.join(sorted(REGISTRY))}")
         config = PPOConfig(env=args.env, n_envs=args.n_envs, total_steps=args.total_steps, seed=args.seed,
-                           agent=args.agent, rollout=args.rollout)  # fmt: skip
+                           agent=args.agent, rollout=args.rollout, dtype=args.dtype)  # fmt: skip
         state, _ = run(config, args.logdir, resume=args.resume, updates_per_chunk=args.updates_per_chunk)
         print(f"trained {int(state.update)} updates; metrics in {args.logdir}/metrics.csv")
     elif args.command == "bench":
+        if args.what == "scaling" and (args.sweep or args.plot):
+            parser.error("--sweep and --plot apply to `bench kernels` and `bench envs`")
+        if args.plot and not args.plot.endswith(PLOT_FORMATS):
+            parser.error(f"--plot: expected a file ending in {', '.join(PLOT_FORMATS)}, got {args.plot!r}")
+        if args.sweep and args.min_n_envs > args.max_n_envs:
+            parser.error(f"--min-n-envs {args.min_n_envs} is more than --max-n-envs {args.max_n_envs}")
         from jaxstep import bench
 
         def say(line):
             print(line, file=sys.stderr)
 
+        if args.sweep:
+            args.n_envs = bench.sweep_sizes(args.max_n_envs, args.min_n_envs)
         if args.what == "scaling":
             per_device = args.n_envs[0]
             result = bench.scaling(args.envs[0], per_device, args.devices, steps=args.steps, progress=say)
@@ -150,14 +169,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.what == "envs":
             result = bench.envs(args.envs, args.n_envs, steps=args.steps, repeats=args.repeats, progress=say)
-            bench.write(result, args.out)
-            return 0
-        result = bench.kernels(
-            n_envs=args.n_envs, res=args.res, n_agents=args.n_agents, backends=args.backends,
-            geometry=args.geometry, steps=args.steps, repeats=args.repeats,
-            reference_max_envs=args.reference_max_envs, progress=say,
-        )  # fmt: skip
+        else:
+            result = bench.kernels(
+                n_envs=args.n_envs, res=args.res, n_agents=args.n_agents, backends=args.backends,
+                geometry=args.geometry, steps=args.steps, repeats=args.repeats,
+                reference_max_envs=args.reference_max_envs, progress=say,
+            )  # fmt: skip
         bench.write(result, args.out)
+        if args.plot:
+            bench.plot(result, args.plot)
+            say(f"wrote {args.plot}")
     return 0
 
 

@@ -77,7 +77,15 @@ def _positive(name: str, value, upper: float = math.inf) -> float:
     return float(value)
 
 
-def render(scenery: Scenery, agents: Agents, res: int = 64, fov: float = 130.0, backend: str = "ffi") -> Render:
+def render(
+    scenery: Scenery,
+    agents: Agents,
+    res: int = 64,
+    fov: float = 130.0,
+    backend: str = "ffi",
+    n_viewers: int | None = None,
+    mask: jax.Array | None = None,
+) -> Render:
     """What every agent sees: one ray per pixel across a `fov`-degree field of view.
 
     Args:
@@ -86,25 +94,51 @@ def render(scenery: Scenery, agents: Agents, res: int = 64, fov: float = 130.0, 
         res: pixels (rays) per agent.
         fov: field of view in degrees, in (0, 180).
         backend: "ffi" (compiled kernels) or "reference" (pure JAX).
+        n_viewers: render the views of each env's first n_viewers agents only (default: all n_agents). The
+            others are still seen; this saves the work of views nobody looks at (a goal marker's, say).
+        mask: (n_envs, n_viewers) bool, the views wanted (default: all). The others are not rendered and come
+            back empty, as if every ray hit nothing (index -1, distance inf, black).
 
     Returns:
-        Render: indices, locations, dots, distances (n_envs, n_agents, res) and screen (n_envs, n_agents, res, 3).
+        Render: indices, locations, dots, distances (n_envs, n_viewers, res) and screen
+        (n_envs, n_viewers, res, 3).
     """
     _check_backend(backend)
     if not isinstance(res, int | np.integer) or not 0 < res <= MAX_RES:
         raise ValueError(f"res: expected an int in [1, {MAX_RES}], got {res!r}")
     fov = _positive("fov", fov, 180.0)
     agents = _checked(scenery, agents)
+    n_viewers = scenery.n_agents if n_viewers is None else n_viewers
+    if not isinstance(n_viewers, int | np.integer) or not 1 <= n_viewers <= scenery.n_agents:
+        raise ValueError(
+            f"n_viewers: expected an int in [1, {scenery.n_agents}] (the agents per env), got {n_viewers!r}"
+        )
+    if mask is not None:
+        mask = _as_mask(mask, (scenery.n_envs, int(n_viewers)))
     half_width = float(np.float32(math.tan(math.radians(fov) / 2)))
     kernel = calls.render if backend == "ffi" else reference.render
-    return Render(*kernel(scenery, agents, int(res), half_width, AGENT_RADIUS))
+    return Render(*kernel(scenery, agents, int(res), half_width, AGENT_RADIUS, int(n_viewers), mask))
+
+
+def _as_mask(mask, shape: tuple[int, int]) -> jax.Array:
+    dtype = getattr(mask, "dtype", None)
+    if dtype is None:
+        mask = np.asarray(mask)
+        dtype = mask.dtype
+    if not np.issubdtype(dtype, np.bool_):
+        raise TypeError(f"mask: expected bools of shape {shape} (n_envs, n_viewers), got dtype {dtype}")
+    if tuple(mask.shape) != shape:
+        raise ValueError(f"mask: expected shape {shape} (n_envs, n_viewers), got {tuple(mask.shape)}")
+    return jnp.asarray(mask)
 
 
 def physics(scenery: Scenery, agents: Agents, fps: float = 10.0, backend: str = "ffi") -> tuple[Agents, jax.Array]:
     """Moves each agent along velocity/fps (and turns it by angvelocity/fps) as far as it can go.
 
     An agent stops 1% short of touching a wall or another agent; where it is stopped short (progress < 1) its
-    velocity and angvelocity are zeroed.
+    velocity and angvelocity are zeroed. Each agent's progress assumes the others make their whole moves
+    (megastep's rule); an agent that would then end overlapping another, and nearer to it than it started, is
+    held where it was (progress 0), so agents that start apart never end overlapping.
 
     Returns:
         (agents, progress): the moved agents, and progress (n_envs, n_agents), the fraction of the move made.

@@ -98,6 +98,21 @@ def test_agent_shapes(recurrent):
     assert (heads.entropy(logits) <= np.log(7) + 1e-5).all()
 
 
+def test_bfloat16_agent_computes_close_to_float32():
+    obs = jax.tree.map(lambda x: x.reshape(6, *x.shape[2:]), OBS_SPACE.sample(jax.random.PRNGKey(0)))
+    outputs = {}
+    for dtype in ("float32", "bfloat16"):
+        agent = Agent(OBS_SPACE, n_actions=7, width=32, dtype=dtype)
+        params = agent.init(jax.random.PRNGKey(1), obs, agent.initial_carry(6), jnp.zeros(6, bool))
+        assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params)), "parameters stay float32"
+        outputs[dtype] = agent.apply(params, obs, agent.initial_carry(6), jnp.zeros(6, bool))
+    (logits32, value32, carry32), (logits16, value16, carry16) = outputs["float32"], outputs["bfloat16"]
+    assert logits16.dtype == value16.dtype == carry16[0].dtype == jnp.float32
+    np.testing.assert_allclose(logits16, logits32, atol=0.02)
+    np.testing.assert_allclose(carry16[1], carry32[1], atol=0.05)
+    assert not np.array_equal(carry16[1], carry32[1]), "bfloat16 rounding shows"
+
+
 def test_lstm_forgets_where_episodes_reset():
     agent = Agent(OBS_SPACE, n_actions=7, width=16)
     obs = jax.tree.map(lambda x: x.reshape(6, *x.shape[2:]), OBS_SPACE.sample(jax.random.PRNGKey(0)))
@@ -121,6 +136,8 @@ def test_config_is_checked():
         PPOConfig(agent="transformer")
     with pytest.raises(ValueError, match="n_envs"):
         PPOConfig(n_envs=0)
+    with pytest.raises(ValueError, match="dtype"):
+        PPOConfig(dtype="float16")
     with pytest.raises(ValueError, match="minibatches"):
         make_train(PPOConfig(env="minimal", n_envs=6, minibatches=4))
 

@@ -7,6 +7,7 @@ import pytest
 
 import jaxstep
 from jaxstep import core, envs, toys
+from jaxstep.envs.explorer import unpack_bits
 from jaxstep.ffi.types import MODEL_LINES, Agents
 from jaxstep.pytree import replace
 
@@ -170,7 +171,7 @@ def test_explorer_rewards_newly_seen_texels():
     first = _texels_hit(env, state)
     state, ts = env.step(state, jnp.asarray([[0]]))  # noop, at rest: sees `first`, all new
     assert float(ts.reward[0, 0]) == pytest.approx(len(first) / env.res)
-    assert set(np.flatnonzero(np.asarray(state.seen[0]))) == first
+    assert set(np.flatnonzero(np.asarray(unpack_bits(state.seen[0], env.max_texels)))) == first
     state, ts = env.step(state, jnp.asarray([[0]]))  # the same view again: nothing new
     assert float(ts.reward[0, 0]) == 0.0
     state = place(state, [[[3.5, 3.5]]], [[180.0]])

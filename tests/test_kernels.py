@@ -333,3 +333,99 @@ def test_out_of_range_geometry_index_renders_nothing(box_scenery):
     out = calls.render(bad, core.agents(2, 1, positions=jnp.full((2, 1, 2), 3.0)), 8, 1.0, core.AGENT_RADIUS)
     assert (np.asarray(out[0][0]) >= 8).all()
     np.testing.assert_array_equal(out[0][1], -1)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Views: which agents' views are rendered (n_viewers, mask), and the culling of lines per 32 rays
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_n_viewers_renders_the_first_agents_views_only(mixed_scenery, backend):
+    agents = random_agents(np.random.default_rng(5), 32, 3)
+    full = core.render(mixed_scenery, agents, res=40, backend=backend)
+    first = core.render(mixed_scenery, agents, res=40, backend=backend, n_viewers=2)
+    assert first.indices.shape == (32, 2, 40) and first.screen.shape == (32, 2, 40, 3)
+    for name in ("indices", "locations", "dots", "distances", "screen"):
+        np.testing.assert_array_equal(getattr(first, name), getattr(full, name)[:, :2], err_msg=name)
+    # the third agent is not a viewer, but it is still seen
+    assert ((np.asarray(first.indices) >= 16) & (np.asarray(first.indices) < 24)).any()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_masked_views_are_empty_and_the_rest_unchanged(mixed_scenery, backend):
+    agents = random_agents(np.random.default_rng(6), 32, 3)
+    mask = np.random.default_rng(7).random((32, 3)) < 0.5
+    full = core.render(mixed_scenery, agents, res=24, backend=backend)
+    part = core.render(mixed_scenery, agents, res=24, backend=backend, mask=jnp.asarray(mask))
+    for name in ("indices", "locations", "dots", "distances", "screen"):
+        np.testing.assert_array_equal(np.asarray(getattr(part, name))[mask], np.asarray(getattr(full, name))[mask])
+    np.testing.assert_array_equal(np.asarray(part.indices)[~mask], -1)
+    assert np.isinf(np.asarray(part.distances)[~mask]).all()
+    assert (np.asarray(part.screen)[~mask] == 0).all() and (np.asarray(part.locations)[~mask] == 0).all()
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(n_viewers=0), ValueError, "n_viewers"),
+        (dict(n_viewers=2), ValueError, "n_viewers"),
+        (dict(n_viewers=1.0), ValueError, "n_viewers"),
+        (dict(mask=np.ones((2, 2), bool)), ValueError, r"mask.*\(2, 1\)"),
+        (dict(mask=np.ones((2, 1), np.int32)), TypeError, "mask"),
+    ],
+)
+def test_render_rejects_bad_views(box_scenery, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        core.render(box_scenery, core.agents(2, 1), **kwargs)
+
+
+@pytest.mark.parametrize("res", [33, 64, 96])
+def test_lines_at_the_edges_of_a_32_ray_chunk_are_not_culled(res):
+    # Each env holds one short wall that just crosses the direction of a ray at the edge of a 32-ray chunk (the
+    # CUDA warp's share, also the CPU's culling unit), seen from near and far, reaching out either side of it.
+    half_width = float(np.float32(np.tan(np.radians(65.0))))
+    rays = [r for r in (0, 31, 32, 63, 64, res - 1) if r < res]
+    geometries, expected = [], []
+    for r in rays:
+        y = (res - 2 * r - 1) * half_width / res
+        direction = np.array([1.0, y]) / np.hypot(1.0, y)
+        normal = np.array([-direction[1], direction[0]])
+        for distance in (0.5, 3.0, 40.0):
+            for side in (1.0, -1.0):
+                end = distance * direction
+                wall = np.array([end - side * 1e-5 * distance * normal, end + side * 0.2 * normal])
+                geometries.append(dict(walls=wall[None], lights=np.array([[0.0, 5.0]])))
+                expected.append(r)
+    s = scene.scenery(geometries, n_agents=1)
+    agents = core.agents(len(geometries), 1)
+    ffi = core.render(s, agents, res=res, fov=130.0)
+    assert_renders_close(ffi, core.render(s, agents, res=res, fov=130.0, backend="reference"))
+    np.testing.assert_array_equal(np.asarray(ffi.indices)[np.arange(len(expected)), 0, expected], 8)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Physics: no pair of agents ends a step overlapping unless it started so and got no nearer
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_agents_that_start_overlapping_can_move_apart(backend):
+    s = scene.scenery([toys.box()], n_agents=2)
+    agents = moving([[[3.0, 3.0], [3.1, 3.0]]], [[[-2.0, 0.0], [2.0, 0.0]]])
+    moved, progress = core.physics(s, agents, 10.0, backend)
+    np.testing.assert_array_equal(progress, [[1.0, 1.0]])
+    np.testing.assert_allclose(moved.positions, [[[2.8, 3.0], [3.3, 3.0]]], atol=1e-6)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_agent_that_would_end_inside_another_is_held(backend):
+    # a wall at x = 6 stops the leader short; the follower, assuming the leader moves on, would run into it
+    s = scene.scenery([toys.box()], n_agents=3)
+    agents = moving([[[5.5, 3.5], [5.2, 3.5], [2.0, 2.0]]], [[[20.0, 0.0], [20.0, 0.0], [0.0, 5.0]]])
+    moved, progress = core.physics(s, agents, 10.0, backend)
+    p = np.asarray(progress)[0]
+    # swept in order, the leader is found first (its end lies within the follower's), and held where it was
+    assert p[0] == 0 and 0 < p[1] < 1 and p[2] == 1, p
+    np.testing.assert_allclose(moved.positions[0, 0], [5.5, 3.5])
+    np.testing.assert_array_equal(moved.velocity[0, 0], [0.0, 0.0])
+    gap = np.linalg.norm(np.asarray(moved.positions)[0, 0] - np.asarray(moved.positions)[0, 1])
+    assert gap >= 2 * core.AGENT_RADIUS

@@ -302,19 +302,11 @@ def test_positions_stay_finite_in_driven_steps(tunnel_run):
     assert tunnel_run["final_finite"]
 
 
-@bug(
-    "agents can come to overlap when one is stopped short by a wall and another, following, assumed it would move "
-    "on (megastep's rule; see test_follower_stops_short_of_a_leader_stopped_by_a_wall)"
-)
 def test_agents_never_come_to_overlap_in_driven_steps(tunnel_run):
     assert tunnel_run["counts"]["agent_overlaps"] == 0, _describe(tunnel_run, "agent_overlaps")
     assert tunnel_run["counts"]["deep_agent_overlaps"] == 0, _describe(tunnel_run, "deep_agent_overlaps")
 
 
-@bug(
-    "agent discs overlap walls: a move whose end lies beyond a wall's endpoint is only checked against the "
-    "endpoint's circle, so the disc can pass (and stop) within R of the wall's middle. Same math as megastep."
-)
 def test_agent_discs_never_come_to_overlap_walls_in_driven_steps(tunnel_run):
     assert tunnel_run["counts"]["wall_overlaps"] == 0, _describe(tunnel_run, "wall_overlaps")
     assert tunnel_run["counts"]["deep_wall_overlaps"] == 0, _describe(tunnel_run, "deep_wall_overlaps")
@@ -333,10 +325,6 @@ def _move(s, positions, velocity, backend, fps=FPS):
 
 
 @pytest.mark.parametrize("backend", ["ffi", "reference"])
-@bug(
-    "a follower runs into a leader stopped by a wall: each agent's progress assumes the others make their whole "
-    "moves (megastep's rule)"
-)
 def test_follower_stops_short_of_a_leader_stopped_by_a_wall(backend):
     s = scene.scenery([toys.box()], n_agents=2)  # the box's right wall is at x = 6
     after, _ = _move(s, [[[5.5, 3.5], [5.2, 3.5]]], [[[20.0, 0.0], [20.0, 0.0]]], backend)
@@ -345,7 +333,6 @@ def test_follower_stops_short_of_a_leader_stopped_by_a_wall(backend):
 
 
 @pytest.mark.parametrize("backend", ["ffi", "reference"])
-@bug("an agent grazing past a wall's end stops 0.06 m from the wall's middle, its disc 4 cm into the wall")
 def test_agent_grazing_past_a_wall_end_stops_short_of_the_wall(backend):
     s = scene.scenery([_one_wall([[[0.0, 0.0], [0.0, 2.0]]])])
     # 0.3 m from the wall, heading for a point just past its top end: (0.3, 0.3) -> (0, 2.3)
@@ -752,11 +739,6 @@ def test_fuzzed_kernels_match_reference_and_give_no_nan(case):
 
 @pytest.mark.parametrize("backend", ["ffi", "reference"])
 @pytest.mark.parametrize("gap", [1.0005 * R, 0.95 * R], ids=["clear-of-the-wall", "overlapping-the-wall"])
-@bug(
-    "an agent at rest within 1.001 R of a wall gets progress 0, so its turn is cancelled and its angvelocity zeroed, "
-    "even when its disc is clear of the wall: the kernels' 'ending within r of the wall's middle' test computes "
-    "(dp - r) / (dp - dq) with dq == dp"
-)
 def test_an_agent_at_rest_beside_a_wall_can_turn(backend, gap):
     s = scene.scenery([_one_wall([[[0.0, 0.0], [0.0, 2.0]]])])
     # `gap` from the wall (spawned touching it, or left overlapping it by a graze past its end), turning at 90 deg/s
@@ -768,10 +750,6 @@ def test_an_agent_at_rest_beside_a_wall_can_turn(backend, gap):
 
 
 @pytest.mark.parametrize("backend", ["ffi", "reference"])
-@bug(
-    "a ray grazing a long wall can get dots = 1.0000001 and so a screen of -1e-8, outside [0, 1]: (1 - dot^2) is not "
-    "clamped. The observation then falls outside its space (MultiImage.contains is False)"
-)
 def test_grazing_hits_on_long_walls_keep_the_screen_in_range(backend):
     # a 1 km wall at 37 degrees through the origin; 2048 agents 5-200 mm from it, each looking along it at a point
     # of the wall 50-450 m away. About 1% of these rays hit with |dot| rounded above 1.

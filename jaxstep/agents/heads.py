@@ -13,34 +13,39 @@ from jaxstep import spaces
 
 
 class ImageIntake(nn.Module):
-    """(B, H, W, C) images to (B, features): 1D convolutions across the width (rows are folded into channels)."""
+    """(B, H, W, C) images to (B, features): 1D convolutions across the width (rows are folded into channels).
+
+    dtype: the dtype computations run in (parameters stay float32).
+    """
 
     features: int = 256
+    dtype: jnp.dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         B, H, W, C = x.shape
         x = x.transpose(0, 2, 1, 3).reshape(B, W, H * C)
-        x = nn.relu(nn.Conv(32, (5,), strides=2)(x))
-        x = nn.relu(nn.Conv(64, (5,), strides=2)(x))
-        return nn.relu(nn.Dense(self.features)(x.reshape(B, -1)))
+        x = nn.relu(nn.Conv(32, (5,), strides=2, dtype=self.dtype)(x))
+        x = nn.relu(nn.Conv(64, (5,), strides=2, dtype=self.dtype)(x))
+        return nn.relu(nn.Dense(self.features, dtype=self.dtype)(x.reshape(B, -1)))
 
 
 class VectorIntake(nn.Module):
     """(B, D) vectors to (B, features)."""
 
     features: int = 256
+    dtype: jnp.dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        return nn.relu(nn.Dense(self.features)(x))
+        return nn.relu(nn.Dense(self.features, dtype=self.dtype)(x))
 
 
-def _intake(space: spaces.Space, features: int) -> nn.Module:
+def _intake(space: spaces.Space, features: int, dtype) -> nn.Module:
     if isinstance(space, spaces.MultiImage):
-        return ImageIntake(features)
+        return ImageIntake(features, dtype)
     if isinstance(space, spaces.MultiVector):
-        return VectorIntake(features)
+        return VectorIntake(features, dtype)
     raise TypeError(f"observation_space: no intake for {type(space).__name__}")
 
 
@@ -49,11 +54,13 @@ class Intake(nn.Module):
 
     observation_space: spaces.Dict
     features: int = 256
+    dtype: jnp.dtype = jnp.float32
 
     @nn.compact
     def __call__(self, obs: dict[str, jax.Array]) -> jax.Array:
-        parts = [_intake(self.observation_space[k], self.features)(obs[k]) for k in sorted(self.observation_space)]
-        return nn.relu(nn.Dense(self.features)(jnp.concatenate(parts, -1)))
+        space, f, dtype = self.observation_space, self.features, self.dtype
+        parts = [_intake(space[k], f, dtype)(obs[k]) for k in sorted(space)]
+        return nn.relu(nn.Dense(f, dtype=dtype)(jnp.concatenate(parts, -1)))
 
 
 def sample(key: jax.Array, logits: jax.Array) -> jax.Array:

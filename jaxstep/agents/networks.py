@@ -16,19 +16,25 @@ class Agent(nn.Module):
     """Maps observations (B, ...) to (logits (B, n_actions), value (B,), carry).
 
     recurrent: an LSTM of `width` units after the intake; its carry is zeroed for rows where `reset` (B,) is true.
+    dtype: the dtype the layers compute in ("bfloat16" halves memory traffic and uses tensor cores); parameters,
+        the LSTM carry, logits and values stay float32.
     """
 
     observation_space: spaces.Dict
     n_actions: int
     width: int = 256
     recurrent: bool = True
+    dtype: str = "float32"
 
     @nn.compact
     def __call__(self, obs: dict[str, jax.Array], carry: Carry, reset: jax.Array):
-        x = Intake(self.observation_space, self.width)(obs)
+        dtype = jnp.dtype(self.dtype)
+        x = Intake(self.observation_space, self.width, dtype)(obs)
         if self.recurrent:
             carry = jax.tree.map(lambda c: jnp.where(reset[:, None], 0.0, c), carry)
-            carry, x = nn.OptimizedLSTMCell(self.width)(carry, x)
+            carry, x = nn.OptimizedLSTMCell(self.width, dtype=dtype)(carry, x)
+            carry = jax.tree.map(lambda c: c.astype(jnp.float32), carry)
+        x = x.astype(jnp.float32)
         logits = nn.Dense(self.n_actions, kernel_init=nn.initializers.orthogonal(0.01))(x)
         value = nn.Dense(1, kernel_init=nn.initializers.orthogonal(1.0))(x)[..., 0]
         return logits, value, carry

@@ -41,6 +41,7 @@ class PPOConfig:
     max_grad_norm: float = 0.5
     agent: str = "lstm"  # or "feedforward"
     width: int = 256
+    dtype: str = "float32"  # the network's compute dtype: "float32" or "bfloat16"
     value_target: str = "gae"  # or "vtrace"
     seed: int = 0
     env_config: tuple[tuple[str, Any], ...] = ()  # extra keyword arguments for jaxstep.make
@@ -53,6 +54,8 @@ class PPOConfig:
                 raise ValueError(f"{name}: expected a positive int, got {value!r}")
         if self.agent not in ("lstm", "feedforward"):
             raise ValueError(f"agent: expected 'lstm' or 'feedforward', got {self.agent!r}")
+        if self.dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"dtype: expected 'float32' or 'bfloat16', got {self.dtype!r}")
         if self.value_target not in ("gae", "vtrace"):
             raise ValueError(f"value_target: expected 'gae' or 'vtrace', got {self.value_target!r}")
         if not 0 < self.gamma <= 1 or not 0 <= self.lam <= 1:
@@ -122,7 +125,8 @@ def make_train(config: PPOConfig, axis_name: str | None = None) -> Train:
     if B % config.minibatches:
         raise ValueError(f"minibatches: must divide n_envs * n_agents = {B}, got {config.minibatches}")
     n_updates = max(1, config.total_steps // (B * config.rollout))
-    agent = Agent(env.observation_space, env.action_space.n_actions, config.width, config.agent == "lstm")
+    agent = Agent(env.observation_space, env.action_space.n_actions, config.width, config.agent == "lstm",
+                  config.dtype)  # fmt: skip
     optimiser = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(config.lr, eps=1e-5))
 
     def init(key, shard=0) -> TrainState:
@@ -144,9 +148,13 @@ def make_train(config: PPOConfig, axis_name: str | None = None) -> Train:
         env_state, ts = env.step(state.env_state, action.reshape(env.n_envs, A), params_env)
         reward, done = ts.reward.reshape(B), ts.done.reshape(B)
         truncated = ts.truncated.reshape(B) & ~ts.terminated.reshape(B)
-        # bootstrap truncated episodes from the observation they ended on
-        _, final_value, _ = agent.apply(state.params, _flat(ts.final_obs, B), carry, jnp.zeros(B, bool))
-        reward_in = reward + config.gamma * jnp.where(truncated, jax.lax.stop_gradient(final_value), 0.0)
+        # bootstrap truncated episodes from the observation they ended on: a second pass of the network, only on
+        # steps where some episode was truncated (with time limits alone, episodes end together)
+        def final_value(_):
+            return agent.apply(state.params, _flat(ts.final_obs, B), carry, jnp.zeros(B, bool))[1]
+
+        bootstrap = jax.lax.cond(truncated.any(), final_value, lambda _: jnp.zeros(B, jnp.float32), None)
+        reward_in = reward + config.gamma * jnp.where(truncated, jax.lax.stop_gradient(bootstrap), 0.0)
         discount = jnp.where(done, 0.0, config.gamma)
         s = state.stats
         ep_return, ep_length = s.episode_return + reward, s.episode_length + 1

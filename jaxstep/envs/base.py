@@ -78,8 +78,12 @@ class Env(Generic[State, Params]):
         """Applies valid actions (n, A) and steps the physics."""
         raise NotImplementedError
 
-    def _observe(self, state: State, params: Params) -> tuple[dict, Any]:
-        """(obs, events) of the current state; events are whatever `_outcome` needs (pure: no state change)."""
+    def _observe(self, state: State, params: Params, only: jax.Array | None = None) -> tuple[dict, Any]:
+        """(obs, events) of the current state; events are whatever `_outcome` needs (pure: no state change).
+
+        only: (n_envs, n_agents) bool, the agents whose observations will be used (None: all). Pass it on to
+        `core.render` as `mask`, so the other views are not rendered; their obs and events may be anything.
+        """
         raise NotImplementedError
 
     def _outcome(self, state: State, events: Any, params: Params) -> tuple[State, jax.Array, jax.Array, jax.Array]:
@@ -136,11 +140,12 @@ class Env(Generic[State, Params]):
         def restart(state):
             key, sub = jax.random.split(state.key)
             state = self._respawn(replace(state, key=key), done, sub, params)
-            obs, events = self._observe(state, params)
+            obs, events = self._observe(state, params, only=done)
             obs = jax.tree.map(lambda new, old: jnp.where(_expand(done, new), new, old), obs, final_obs)
             return self._restart(state, events, done), obs
 
-        # most steps in small batches have no resets: skip the second render then
+        # most steps in small batches have no resets: skip the second render then (and in big batches it renders
+        # only the views of the agents that reset)
         state, obs = jax.lax.cond(done.any(), restart, lambda s: (s, final_obs), state)
         return state, TimeStep(obs, reward, terminated, truncated, final_obs, dict(invalid_actions=invalid))
 

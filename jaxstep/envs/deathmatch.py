@@ -87,8 +87,8 @@ class Deathmatch(Env):
     def _move(self, state, actions, params):
         return self._momentum(state, actions, params)
 
-    def _observe(self, state, params):
-        view = core.render(self.scenery, state.agents, self.res, self.fov, self.backend)
+    def _observe(self, state, params, only=None):
+        view = core.render(self.scenery, state.agents, self.res, self.fov, self.backend, mask=only)
         obs = dict(
             rgb=modules.rgb(view, self.subsample),
             depth=modules.depth(view, self.subsample),

@@ -29,7 +29,9 @@ class ExplorerParams:
 
 @pytree_dataclass
 class ExplorerState(BaseState):
-    seen: jax.Array  # (n_envs, max_texels) bool, which of the env's wall texels were seen this episode
+    # (n_envs, ceil(max_texels / 32)) uint32, packed bits: texel i of the env's walls was seen this episode iff
+    # bit i % 32 (least significant first) of word i // 32 is set; bits past max_texels are zero
+    seen: jax.Array
     potential: jax.Array  # (n_envs, 1) int32, how many
 
 
@@ -63,24 +65,25 @@ class Explorer(Env):
         n = self.n_envs
         state = ExplorerState(
             agents=core.agents(n, 1), key=key, time=jnp.zeros((n, 1), jnp.int32),
-            seen=jnp.zeros((n, self.max_texels), bool), potential=jnp.zeros((n, 1), jnp.int32),
+            seen=jnp.zeros((n, n_words(self.max_texels)), jnp.uint32), potential=jnp.zeros((n, 1), jnp.int32),
         )  # fmt: skip
         return self._respawn(state, jnp.ones((n, 1), bool), sub, params)
 
     def _respawn(self, state, mask, key, params):
         state = self._spawn(state, mask, key)
-        return replace(state, seen=state.seen & ~mask, potential=jnp.where(mask, 0, state.potential))
+        seen = jnp.where(mask, jnp.uint32(0), state.seen)
+        return replace(state, seen=seen, potential=jnp.where(mask, 0, state.potential))
 
     def _move(self, state, actions, params):
         return self._momentum(state, actions, params)
 
-    def _observe(self, state, params):
-        view = core.render(self.scenery, state.agents, self.res, self.fov, self.backend)
+    def _observe(self, state, params, only=None):
+        view = core.render(self.scenery, state.agents, self.res, self.fov, self.backend, mask=only)
         obs = dict(rgb=modules.rgb(view), depth=modules.depth(view), imu=modules.imu(state.agents))
         return obs, self._seen_now(view)
 
     def _seen_now(self, view) -> jax.Array:
-        """(n_envs, max_texels) bool: the env's wall texels some ray hits now."""
+        """(n_envs, ceil(max_texels / 32)) uint32, packed like `ExplorerState.seen`: the texels some ray hits now."""
         first, _ = self._texels
         s = self.scenery
         wall = view.indices - MODEL_LINES  # one agent: lines past its model are walls
@@ -91,11 +94,11 @@ class Explorer(Env):
         texel = start + jnp.minimum(jnp.floor(width * view.locations).astype(jnp.int32), width - 1)
         texel = jnp.where(is_wall, texel - first[:, None, None], self.max_texels)  # misses dropped below
         envs = jnp.broadcast_to(jnp.arange(self.n_envs)[:, None, None], texel.shape)
-        return jnp.zeros((self.n_envs, self.max_texels), bool).at[envs, texel].set(True, mode="drop")
+        return pack_bits(jnp.zeros((self.n_envs, self.max_texels), bool).at[envs, texel].set(True, mode="drop"))
 
     def _outcome(self, state, seen_now, params):
         seen = state.seen | seen_now
-        potential = seen.sum(-1, keepdims=True, dtype=jnp.int32)
+        potential = count_bits(seen)
         reward = (potential - state.potential).astype(jnp.float32) / self.res
         truncated = state.time >= potential + params.patience
         no = jnp.zeros_like(truncated)
@@ -104,7 +107,31 @@ class Explorer(Env):
     def _restart(self, state, seen_now, mask):
         # what a fresh agent sees first is seen, but not rewarded
         seen = jnp.where(mask, state.seen | seen_now, state.seen)
-        return replace(state, seen=seen, potential=seen.sum(-1, keepdims=True, dtype=jnp.int32))
+        return replace(state, seen=seen, potential=count_bits(seen))
+
+
+def n_words(n: int) -> int:
+    """How many uint32 words hold n packed bits."""
+    return -(-n // 32)
+
+
+def pack_bits(bits: jax.Array) -> jax.Array:
+    """bool (..., n) -> uint32 (..., ceil(n / 32)): bit i % 32 (least significant first) of word i // 32 is bits[i]."""
+    n = bits.shape[-1]
+    bits = jnp.pad(bits, [(0, 0)] * (bits.ndim - 1) + [(0, 32 * n_words(n) - n)])
+    words = bits.reshape(*bits.shape[:-1], n_words(n), 32).astype(jnp.uint32) << jnp.arange(32, dtype=jnp.uint32)
+    return words.sum(-1, dtype=jnp.uint32)  # distinct powers of two: the sum is their or
+
+
+def unpack_bits(words: jax.Array, n: int) -> jax.Array:
+    """uint32 (..., w) -> bool (..., n), the inverse of `pack_bits` (n <= 32 * w)."""
+    bits = (words[..., None] >> jnp.arange(32, dtype=jnp.uint32)) & 1
+    return bits.reshape(*words.shape[:-1], 32 * words.shape[-1])[..., :n].astype(bool)
+
+
+def count_bits(words: jax.Array) -> jax.Array:
+    """uint32 (n_envs, w) -> (n_envs, 1) int32, how many bits are set in each row."""
+    return jax.lax.population_count(words).astype(jnp.int32).sum(-1, keepdims=True)
 
 
 def _texel_ranges(s) -> tuple[jax.Array, np.ndarray]:

@@ -41,8 +41,8 @@ class Minimal(Env):
         return self._physics(state, modules.simple_movement(state.agents, actions, self.fps, params.speed,
                                                             params.ang_speed))  # fmt: skip
 
-    def _observe(self, state, params):
-        view = core.render(self.scenery, state.agents, self.res, self.fov, self.backend)
+    def _observe(self, state, params, only=None):
+        view = core.render(self.scenery, state.agents, self.res, self.fov, self.backend, mask=only)
         return dict(rgb=modules.rgb(view)), None
 
     def _outcome(self, state, events, params):

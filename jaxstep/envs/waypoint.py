@@ -96,9 +96,10 @@ class Waypoint(Env):
         moved = self._new_goal(moved, arrived, sub, params)
         return replace(state, agents=moved, key=key, time=state.time + 1, arrived=arrived[:, None])
 
-    def _observe(self, state, params):
-        view = core.render(self.scenery, state.agents, self.res, self.fov, self.backend)
-        view = jax.tree.map(lambda x: x[:, :1], view)  # the marker's own view is not observed
+    def _observe(self, state, params, only=None):
+        # the marker (agent 1) is seen, but its own view is not rendered
+        only = None if only is None else only[:, :1]
+        view = core.render(self.scenery, state.agents, self.res, self.fov, self.backend, n_viewers=1, mask=only)
         learner = jax.tree.map(lambda x: x[:, :1], state.agents)
         goal = modules.to_local_frame(learner.angles, state.agents.positions[:, 1:] - learner.positions)
         obs = dict(rgb=modules.rgb(view), depth=modules.depth(view), imu=modules.imu(learner), waypoint=goal)

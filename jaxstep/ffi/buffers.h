@@ -15,6 +15,7 @@ namespace jaxstep {
 namespace ffi = xla::ffi;
 using F32 = ffi::Buffer<ffi::F32>;
 using I32 = ffi::Buffer<ffi::S32>;
+using Bool = ffi::Buffer<ffi::PRED>;
 using F32Out = ffi::ResultBuffer<ffi::F32>;
 using I32Out = ffi::ResultBuffer<ffi::S32>;
 
@@ -142,15 +143,19 @@ inline ffi::Error check_output(const char* name, ffi::Span<const int64_t> dims, 
                                      std::to_string(expected));
 }
 
-// Render: decodes inputs and outputs; `R` is read from the indices output's last dimension.
+// Render: decodes inputs and outputs; `R` and `n_viewers` (the agents whose views are rendered, the first ones)
+// are read from the indices output's last two dimensions.
 struct RenderCall {
   SceneryArrays scenery;
   AgentShape agents;
-  int64_t R;
+  int64_t n_viewers, R;
+  const bool* mask;  // (*batch, n_envs, n_viewers): views not wanted are left empty
   RenderOutputs out;
+  int64_t views() const { return agents.batch * agents.n_envs * n_viewers; }
 };
 
-inline ffi::Error decode_render(const F32& angles, const F32& positions, const I32& env_geometry, const F32& walls,
+inline ffi::Error decode_render(const F32& angles, const F32& positions, const Bool& mask, const I32& env_geometry,
+                                const F32& walls,
                                 const I32& wall_offsets, const F32& lights, const I32& light_offsets,
                                 const F32& texels, const F32& baked, const I32& texel_offsets, I32Out& indices,
                                 F32Out& locations, F32Out& dots, F32Out& distances, F32Out& screen,
@@ -160,9 +165,19 @@ inline ffi::Error decode_render(const F32& angles, const F32& positions, const I
   JS_RETURN_IF_ERROR(decode_scenery(env_geometry, walls, wall_offsets, &lights, &light_offsets, &texels, &baked,
                                     &texel_offsets, a.batch, a.n_envs, &call->scenery));
   const auto dims = indices->dimensions();
-  if (dims.size() < 1) return ffi::Error::InvalidArgument("indices: output needs a resolution dimension");
+  if (dims.size() < 2) return ffi::Error::InvalidArgument("indices: output needs viewer and resolution dimensions");
   call->R = dims[dims.size() - 1];
-  const int64_t rays = a.batch * a.n_envs * a.n_agents * call->R;
+  call->n_viewers = dims[dims.size() - 2];
+  if (call->n_viewers > a.n_agents) {
+    return ffi::Error::InvalidArgument("indices: " + std::to_string(call->n_viewers) + " viewers, expected at most " +
+                                       std::to_string(a.n_agents) + " (the agents per env)");
+  }
+  Split m;
+  const int64_t m_fixed[2] = {a.n_envs, call->n_viewers};
+  JS_RETURN_IF_ERROR(split("mask", mask.dimensions(), 2, m_fixed, &m));
+  JS_RETURN_IF_ERROR(same_batch("mask", m, a.batch));
+  call->mask = reinterpret_cast<const bool*>(mask.untyped_data());
+  const int64_t rays = call->views() * call->R;
   JS_RETURN_IF_ERROR(check_output("indices", indices->dimensions(), rays));
   JS_RETURN_IF_ERROR(check_output("locations", locations->dimensions(), rays));
   JS_RETURN_IF_ERROR(check_output("dots", dots->dimensions(), rays));

@@ -43,10 +43,22 @@ def _f32(x: float) -> np.float32:
     return np.float32(x)
 
 
-def render(scenery: Scenery, agents: Agents, res: int, half_width: float, radius: float) -> tuple[jax.Array, ...]:
-    """(indices, locations, dots, distances, screen) for every ray; see `jaxstep.ffi.Render`."""
+def render(
+    scenery: Scenery,
+    agents: Agents,
+    res: int,
+    half_width: float,
+    radius: float,
+    n_viewers: int | None = None,
+    mask: jax.Array | None = None,
+) -> tuple[jax.Array, ...]:
+    """(indices, locations, dots, distances, screen) for every ray of the first n_viewers agents' views (all).
+
+    Views where mask (n_envs, n_viewers) is False are left empty (as if every ray hit nothing).
+    """
     register()
-    lead = agents.angles.shape
+    lead = (*agents.angles.shape[:-1], agents.angles.shape[-1] if n_viewers is None else n_viewers)
+    mask = jnp.ones(lead, bool) if mask is None else mask
     f32 = jnp.float32
     out = (
         jax.ShapeDtypeStruct((*lead, res), jnp.int32),
@@ -59,6 +71,7 @@ def render(scenery: Scenery, agents: Agents, res: int, half_width: float, radius
     return call(
         agents.angles,
         agents.positions,
+        mask,
         scenery.env_geometry,
         scenery.walls,
         scenery.wall_offsets,

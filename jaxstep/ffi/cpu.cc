@@ -1,21 +1,59 @@
 // CPU handlers: loops over items, calling the shared kernel math in kernels.h.
 #include <pybind11/pybind11.h>
 
+#include <algorithm>
+#include <vector>
+
 #include "jaxstep/ffi/buffers.h"
 
 namespace jaxstep {
 namespace {
 
-ffi::Error Render(F32 angles, F32 positions, I32 env_geometry, F32 walls, I32 wall_offsets, F32 lights,
-                  I32 light_offsets, F32 texels, F32 baked, I32 texel_offsets, I32Out indices, F32Out locations,
+// Rays go in chunks of 32 (a CUDA warp's share): the lines that may meet a chunk's wedge are gathered once,
+// then each ray of the chunk considers just those, in order.
+constexpr int CHUNK = 32;
+
+ffi::Error Render(F32 angles, F32 positions, Bool mask, I32 env_geometry, F32 walls, I32 wall_offsets,
+                  F32 lights, I32 light_offsets, F32 texels, F32 baked, I32 texel_offsets, I32Out indices, F32Out locations,
                   F32Out dots, F32Out distances, F32Out screen, float half_width, float radius) {
   RenderCall c;
-  JS_RETURN_IF_ERROR(decode_render(angles, positions, env_geometry, walls, wall_offsets, lights, light_offsets,
-                                   texels, baked, texel_offsets, indices, locations, dots, distances, screen, &c));
-  const long rays = c.agents.batch * c.agents.n_envs * c.agents.n_agents * c.R;
-  for (long i = 0; i < rays; i++) {
-    render_item(c.scenery, angles.typed_data(), positions.typed_data(), (int)c.agents.n_agents, (int)c.R,
-                half_width, radius, i, c.out);
+  JS_RETURN_IF_ERROR(decode_render(angles, positions, mask, env_geometry, walls, wall_offsets, lights,
+                                   light_offsets, texels, baked, texel_offsets, indices, locations, dots, distances,
+                                   screen, &c));
+  const int A = (int)c.agents.n_agents, V = (int)c.n_viewers, R = (int)c.R;
+  std::vector<int> index;
+  std::vector<Vec> ends;
+  for (long v = 0; v < c.views(); v++) {
+    const View view = view_of(c.scenery, angles.typed_data(), positions.typed_data(), A, V, v);
+    if (!c.mask[v]) {
+      for (int r = 0; r < R; r++) store_ray(view, A, no_hit(), v * R + r, c.out);
+      continue;
+    }
+    const int n_lines = scene_lines(view.scene, A);
+    for (int first = 0; first < R; first += CHUNK) {
+      const int last = std::min(first + CHUNK, R);
+      const Wedge wedge = ray_wedge(load_vec(view.positions + 2 * view.agent), view.angles[view.agent], first, last,
+                                    R, half_width);
+      index.clear();
+      ends.clear();
+      for (int i = 0; i < n_lines; i++) {
+        Vec a, b;
+        scene_line(view.scene, view.angles, view.positions, A, i, &a, &b);
+        if (!may_hit(wedge, a, b)) continue;
+        index.push_back(i);
+        ends.push_back(a);
+        ends.push_back(b);
+      }
+      for (int r = first; r < last; r++) {
+        const Ray ray = make_ray(view.angles, view.positions, view.agent, r, R, half_width, radius);
+        RayHit best = no_hit();
+        float best_s = INFINITY;
+        for (size_t k = 0; k < index.size(); k++) {
+          consider_line(ray.p, ray.u, ray.ulen, ray.near, index[k], ends[2 * k], ends[2 * k + 1], &best, &best_s);
+        }
+        store_ray(view, A, finish_hit(best, best_s, ray.ulen), v * R + r, c.out);
+      }
+    }
   }
   return ffi::Error::Success();
 }
@@ -31,6 +69,9 @@ ffi::Error Physics(F32 angles, F32 positions, F32 velocity, F32 angvelocity, I32
   // Every progress first: the outputs may alias the inputs, and each agent's progress reads all of its env.
   for (long i = 0; i < n; i++) {
     c.progress[i] = progress_item(c.scenery, c.positions, c.velocity, A, fps, radius, i);
+  }
+  for (long e = 0; e < n / std::max(A, 1); e++) {
+    settle(A, c.positions + 2 * e * A, c.velocity + 2 * e * A, fps, radius, c.progress + e * A);
   }
   for (long i = 0; i < n; i++) {
     const Pose pose = load_pose(c.angles, c.positions, c.velocity, c.angvelocity, i);
@@ -54,6 +95,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxstepRenderCpu, jaxstep::Render,
                               jaxstep::ffi::Ffi::Bind()
                                   .Arg<jaxstep::F32>()  // angles
                                   .Arg<jaxstep::F32>()  // positions
+                                  .Arg<jaxstep::Bool>()  // mask
                                   .Arg<jaxstep::I32>()  // env_geometry
                                   .Arg<jaxstep::F32>()  // walls
                                   .Arg<jaxstep::I32>()  // wall_offsets

@@ -154,11 +154,22 @@ JS_FN float wall_collision(Vec p, Vec v, Vec a, Vec b, float radius) {
   // passing within r of either end
   x = fminf(x, point_collision(p, v, a, r));
   x = fminf(x, point_collision(p, v, b, r));
-  // ending within r of the wall's middle
+  // ending within r of the wall's middle, having come nearer
   const Projection side = project(a, ab, p + v);
-  if ((0.f < side.s) & (side.s < 1.f) & (side.d < r)) {
-    const float dp = project(a, ab, p).d;
+  const float dp = project(a, ab, p).d;
+  if ((0.f < side.s) & (side.s < 1.f) & (side.d < r) & (side.d < dp)) {
     x = fminf(x, sensibilize((dp - r) / (dp - side.d)));
+  }
+  // coming nearer than r to the wall's middle on the way to somewhere past its end (a graze): the fraction at
+  // which the distance from the wall's line falls to r (0 if it already has), if the disc is then beside the
+  // wall. Signed distances, so a move that crosses the line counts too.
+  const float u = length(ab) + 1.e-6f;
+  const float sign = cross(ab, p - a) < 0.f ? -1.f : 1.f;
+  const float sp = sign * cross(ab, p - a) / u, sq = sign * cross(ab, p + v - a) / u;
+  if ((sq < sp) & (sq < r)) {
+    const float f = fmaxf((sp - r) / (sp - sq), 0.f);
+    const float along = project(a, ab, p + v * f).s;
+    if ((0.f <= along) & (along <= 1.f)) x = fminf(x, sensibilize(f));
   }
   return x;
 }
@@ -200,6 +211,46 @@ JS_FN Pose advance(Pose in, float progress, float fps) {
           stopped ? 0.f : in.angvelocity};
 }
 
+// Holds agents that would otherwise end a step overlapping: each agent's progress assumes the others make their
+// whole moves (megastep's rule), so a follower can run into a leader that a wall stopped short. Sweeping agents
+// in order until nothing changes, agent i is held (progress 0) while its end position lies within 2 radius of
+// another's end position and nearer to it than at the start. Held agents stay where they were, so pairs that
+// started apart end apart. positions, velocity: (n_agents, 2) of one env; progress: (n_agents,), updated.
+JS_FN float end_coordinate(float start, float velocity, float progress, float fps) {
+  return start + (progress / fps) * velocity;  // as `advance` computes it
+}
+
+JS_FN bool closing_overlap(const float* positions, const float* velocity, const float* progress, int i, int j,
+                           float fps, float radius) {
+  const Vec pi = load_vec(positions + 2 * i), pj = load_vec(positions + 2 * j);
+  const Vec ei = {end_coordinate(pi.x, velocity[2 * i], progress[i], fps),
+                  end_coordinate(pi.y, velocity[2 * i + 1], progress[i], fps)};
+  const Vec ej = {end_coordinate(pj.x, velocity[2 * j], progress[j], fps),
+                  end_coordinate(pj.y, velocity[2 * j + 1], progress[j], fps)};
+  const Vec end = ei - ej, start = pi - pj;
+  const float reach = 2.f * radius;
+  return (dot(end, end) < reach * reach) & (dot(end, end) < dot(start, start));
+}
+
+JS_FN void settle(int n_agents, const float* positions, const float* velocity, float fps, float radius,
+                  float* progress) {
+  // each sweep holds at least one more agent, or ends the loop
+  for (int sweep = 0; sweep < n_agents; sweep++) {
+    bool changed = false;
+    for (int i = 0; i < n_agents; i++) {
+      if (progress[i] == 0.f) continue;
+      for (int j = 0; j < n_agents; j++) {
+        if ((j != i) && closing_overlap(positions, velocity, progress, i, j, fps, radius)) {
+          progress[i] = 0.f;
+          changed = true;
+          break;
+        }
+      }
+    }
+    if (!changed) break;
+  }
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Rendering
 
@@ -227,6 +278,8 @@ struct RayHit {
   float distance;  // metres from the agent's centre; inf for none
 };
 
+JS_FN RayHit no_hit() { return {-1, 0.f, 0.f, INFINITY}; }
+
 // Keeps the nearer of the best hit so far and line `index` (a-b). `s` is in units of the ray's length.
 JS_FN void consider_line(Vec p, Vec u, float ulen, float near, int index, Vec a, Vec b, RayHit* best,
                          float* best_s) {
@@ -239,34 +292,72 @@ JS_FN void consider_line(Vec p, Vec u, float ulen, float near, int index, Vec a,
     *best_s = q.s;
     best->index = index;
     best->location = q.t;
-    best->dot = dot(u, v) / (ulen * length(v) + 1.e-6f);  // only for hits: a sqrt and a division saved
+    // only for hits: a sqrt and a division saved. Clamped: rounding can put a grazing hit's cosine past 1
+    best->dot = fmaxf(fminf(dot(u, v) / (ulen * length(v) + 1.e-6f), 1.f), -1.f);
   }
 }
 
-// Casts ray r of R from agent `a` of one env. angles: (n_agents,), positions: (n_agents, 2).
-JS_FN RayHit cast_ray(const EnvScene& scene, const float* angles, const float* positions, int n_agents, int a,
-                      int r, int R, float half_width, float radius) {
-  const Vec p = load_vec(positions + 2 * a);
+// A ray from an agent's centre: p + s u for s > near (the agent's own disc is not seen).
+struct Ray {
+  Vec p, u;
+  float ulen, near;
+};
+
+// Ray r of R from agent `a` of one env. angles: (n_agents,), positions: (n_agents, 2).
+JS_FN Ray make_ray(const float* angles, const float* positions, int a, int r, int R, float half_width,
+                   float radius) {
   const Vec u = rotate(rotation(angles[a]), ray_direction(r, R, half_width));
   const float ulen = length(u);
-  const float near = radius / ulen;
+  return {load_vec(positions + 2 * a), u, ulen, radius / ulen};
+}
 
-  RayHit best = {-1, 0.f, 0.f, INFINITY};
-  float best_s = INFINITY;
-  for (int o = 0; o < n_agents; o++) {
-    const Rotation ro = rotation(angles[o]);
-    const Vec po = load_vec(positions + 2 * o);
-    for (int m = 0; m < MODEL_LINES; m++) {
-      Vec la, lb;
-      model_line(ro, po, m, &la, &lb);
-      consider_line(p, u, ulen, near, o * MODEL_LINES + m, la, lb, &best, &best_s);
-    }
-  }
+// Endpoints of line i of one env, in the env's line order (agents' model lines, then walls).
+JS_FN void scene_line(const EnvScene& scene, const float* angles, const float* positions, int n_agents, int i,
+                      Vec* a, Vec* b) {
   const int first_wall = n_agents * MODEL_LINES;
-  for (int w = 0; w < scene.n_walls; w++) {
-    const Vec la = load_vec(scene.walls + 4 * w), lb = load_vec(scene.walls + 4 * w + 2);
-    consider_line(p, u, ulen, near, first_wall + w, la, lb, &best, &best_s);
+  if (i < first_wall) {
+    const int o = i / MODEL_LINES;
+    model_line(rotation(angles[o]), load_vec(positions + 2 * o), i % MODEL_LINES, a, b);
+  } else {
+    const float* w = scene.walls + 4 * (i - first_wall);
+    *a = load_vec(w);
+    *b = load_vec(w + 2);
   }
+}
+
+JS_FN int scene_lines(const EnvScene& scene, int n_agents) { return n_agents * MODEL_LINES + scene.n_walls; }
+
+// The directions of rays first..last-1 of R from p: a wedge between `lo` (the rightmost) and `hi`. It is widened
+// by more than half a ray's spacing each side, so that a line outside it cannot be hit by any of its rays,
+// rounding included. Culling lines against it skips only lines that could never be hit, so the nearest hit,
+// and the order in which the remaining lines are considered, are unchanged.
+struct Wedge {
+  Vec p, lo, hi;
+};
+
+JS_FN Wedge ray_wedge(Vec p, float angle, int first, int last, int R, float half_width) {
+  const float spacing = 2.f * half_width / (float)R;
+  const float margin = fmaxf(spacing, 1.e-3f);
+  const Rotation rot = rotation(angle);
+  const Vec lo = ray_direction(last - 1, R, half_width), hi = ray_direction(first, R, half_width);
+  return {p, rotate(rot, Vec{1.f, lo.y - margin}), rotate(rot, Vec{1.f, hi.y + margin})};
+}
+
+// False only if no ray inside the wedge can meet the segment a-b: a separating axis exists among the wedge's
+// two edges and the segment's own line. NaN coordinates never cull.
+JS_FN bool may_hit(const Wedge& w, Vec a, Vec b) {
+  const Vec qa = a - w.p, qb = b - w.p;
+  if ((cross(w.lo, qa) < 0.f) & (cross(w.lo, qb) < 0.f)) return false;  // both right of the wedge
+  if ((cross(w.hi, qa) > 0.f) & (cross(w.hi, qb) > 0.f)) return false;  // both left of it
+  const Vec ab = b - a;
+  const float side = cross(ab, w.p - a), lo = cross(ab, w.lo), hi = cross(ab, w.hi);
+  if ((side > 0.f) & (lo >= 0.f) & (hi >= 0.f)) return false;  // every ray heads away from the line
+  if ((side < 0.f) & (lo <= 0.f) & (hi <= 0.f)) return false;
+  return true;
+}
+
+// The hit's distance, once every line has been considered. `best_s` is in units of the ray's length.
+JS_FN RayHit finish_hit(RayHit best, float best_s, float ulen) {
   if (best.index >= 0) best.distance = best_s * ulen;
   return best;
 }
@@ -361,28 +452,36 @@ JS_FN EnvScene env_scene(const SceneryArrays& s, long e) {
   return scene;
 }
 
+// Views are rendered for the first n_viewers agents of each env only.
 struct RenderOutputs {
-  int* indices;       // (B, n_envs, n_agents, R)
-  float* locations;   // (B, n_envs, n_agents, R)
-  float* dots;        // (B, n_envs, n_agents, R)
-  float* distances;   // (B, n_envs, n_agents, R)
-  float* screen;      // (B, n_envs, n_agents, R, 3)
+  int* indices;       // (B, n_envs, n_viewers, R)
+  float* locations;   // (B, n_envs, n_viewers, R)
+  float* dots;        // (B, n_envs, n_viewers, R)
+  float* distances;   // (B, n_envs, n_viewers, R)
+  float* screen;      // (B, n_envs, n_viewers, R, 3)
 };
 
-// Renders ray `item` = (e * n_agents + a) * R + r. angles: (B, n_envs, n_agents), positions: (..., 2).
-JS_FN void render_item(const SceneryArrays& s, const float* angles, const float* positions, int n_agents, int R,
-                       float half_width, float radius, long item, RenderOutputs out) {
-  const long e = item / ((long)n_agents * R);
-  const int a = (int)((item / R) % n_agents), r = (int)(item % R);
-  const EnvScene scene = env_scene(s, e);
-  const float* env_angles = angles + e * n_agents;
-  const float* env_positions = positions + 2 * e * n_agents;
-  const RayHit hit = cast_ray(scene, env_angles, env_positions, n_agents, a, r, R, half_width, radius);
+// One agent's view within the batch: view v = e * n_viewers + a, for flat env e and agent a < n_viewers.
+struct View {
+  EnvScene scene;
+  const float* angles;     // (n_agents,) of the view's env
+  const float* positions;  // (n_agents, 2)
+  int agent;
+};
+
+JS_FN View view_of(const SceneryArrays& s, const float* angles, const float* positions, int n_agents,
+                   int n_viewers, long v) {
+  const long e = v / n_viewers;
+  return {env_scene(s, e), angles + e * n_agents, positions + 2 * e * n_agents, (int)(v % n_viewers)};
+}
+
+// Writes ray `item` = v * R + r of the outputs, shading its hit.
+JS_FN void store_ray(const View& view, int n_agents, RayHit hit, long item, RenderOutputs out) {
   out.indices[item] = hit.index;
   out.locations[item] = hit.location;
   out.dots[item] = hit.dot;
   out.distances[item] = hit.distance;
-  shade(scene, env_angles, env_positions, n_agents, hit, out.screen + 3 * item);
+  shade(view.scene, view.angles, view.positions, n_agents, hit, out.screen + 3 * item);
 }
 
 // Progress of agent `item` = e * n_agents + a (over every stride'th wall and agent from `first`).

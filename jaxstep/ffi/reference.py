@@ -173,7 +173,15 @@ def _wall_collision(p, v, a, b, radius):
     x = jnp.minimum(x, _point_collision(p, v, b, r))
     ss, sd = _project(a, ab, p + v)
     side = _sensibilize((dp - r) / (dp - sd))
-    return jnp.minimum(x, jnp.where((0 < ss) & (ss < 1) & (sd < r), side, np.float32(1)))
+    x = jnp.minimum(x, jnp.where((0 < ss) & (ss < 1) & (sd < r) & (sd < dp), side, np.float32(1)))
+    # grazing: the distance from the wall's line falls to r (or has) while the disc is beside the wall
+    u = _length(ab) + np.float32(1e-6)
+    sign = jnp.where(_cross(ab, p - a) < 0, np.float32(-1), np.float32(1))
+    sp, sq = sign * _cross(ab, p - a) / u, sign * _cross(ab, p + v - a) / u
+    f = jnp.maximum((sp - r) / (sp - sq), np.float32(0))
+    along, _ = _project(a, ab, p + v * f[..., None])
+    graze = (sq < sp) & (sq < r) & (0 <= along) & (along <= 1)
+    return jnp.minimum(x, jnp.where(graze, _sensibilize(f), np.float32(1)))
 
 
 def _env_progress(positions, velocity, walls, wall_valid, fps, radius):
@@ -188,6 +196,34 @@ def _env_progress(positions, velocity, walls, wall_valid, fps, radius):
     return jnp.minimum(jnp.min(pair, -1, initial=1.0), jnp.min(wall, -1, initial=1.0))
 
 
+def _settle(positions, velocity, progress, fps, radius):
+    """Holds (progress 0) agents that would end overlapping another and nearer to it; see `settle` in kernels.h."""
+    A = positions.shape[0]
+    reach2 = (np.float32(2) * radius) ** 2
+    eye = jnp.eye(A, dtype=bool)
+
+    def closing(progress, i):
+        end = positions + (progress / fps)[:, None] * velocity
+        gap, start = end[i] - end, positions[i] - positions
+        return (_dot(gap, gap) < reach2) & (_dot(gap, gap) < _dot(start, start)) & ~eye[i]
+
+    def visit(i, carry):
+        progress, changed = carry
+        hold = (progress[i] != 0) & closing(progress, i).any()
+        return progress.at[i].set(jnp.where(hold, np.float32(0), progress[i])), changed | hold
+
+    def sweep(carry):
+        progress, _, n = carry
+        progress, changed = jax.lax.fori_loop(0, A, visit, (progress, False))
+        return progress, changed, n + 1
+
+    def more(carry):
+        return carry[1] & (carry[2] < A)
+
+    progress, _, _ = jax.lax.while_loop(more, sweep, (progress, True, 0))
+    return progress
+
+
 @functools.partial(jax.jit, static_argnums=(2, 3))
 def physics(scenery: Scenery, agents: Agents, fps: float, radius: float) -> tuple[Agents, jax.Array]:
     """Reference of `jaxstep.ffi.calls.physics`."""
@@ -198,6 +234,7 @@ def physics(scenery: Scenery, agents: Agents, fps: float, radius: float) -> tupl
         return _env_progress(positions, velocity, v["walls"], v["wall_valid"], fps, radius)
 
     x = jax.vmap(progress)(agents.positions, agents.velocity, scenery.env_geometry)
+    x = jax.vmap(functools.partial(_settle, fps=fps, radius=radius))(agents.positions, agents.velocity, x)
     k = x / fps
     stopped = x < 1
     moved = Agents(
@@ -223,7 +260,7 @@ def _cast(p, u, lines, valid, near):
         v = b - a
         s, t = _intersect(p, u, a, v)
         hit = (0 <= t) & (t <= 1) & (near < s) & (s < best_s - np.float32(1e-4)) & ok
-        cosine = _dot(u, v) / (ulen * _length(v) + np.float32(1e-6))
+        cosine = jnp.clip(_dot(u, v) / (ulen * _length(v) + np.float32(1e-6)), -1, 1)
         return (
             jnp.where(hit, s, best_s),
             jnp.where(hit, i, index),
@@ -249,7 +286,7 @@ def _filter(x, width):
     return l, r, rd / (ld + rd), ld / (ld + rd)
 
 
-def _env_render(scenery: Scenery, angles, positions, g, res, half_width, radius):
+def _env_render(scenery: Scenery, angles, positions, g, res, half_width, radius, n_viewers):
     v = env_view(scenery, g)
     A = angles.shape[0]
     first_wall = A * MODEL_LINES
@@ -259,10 +296,11 @@ def _env_render(scenery: Scenery, angles, positions, g, res, half_width, radius)
 
     r = np.arange(res)
     ray = np.stack([np.ones(res), (res - 2 * r - 1).astype(np.float32) * np.float32(half_width) / np.float32(res)], -1)
-    c, s = _rotation(angles)
-    u = _rotate(c[:, None], s[:, None], jnp.asarray(ray, jnp.float32)[None])  # (A, R, 2)
+    n_viewers = A if n_viewers is None else n_viewers
+    c, s = _rotation(angles[:n_viewers])
+    u = _rotate(c[:, None], s[:, None], jnp.asarray(ray, jnp.float32)[None])  # (n_viewers, R, 2)
     near = np.float32(radius) / _length(u)
-    index, location, dot, distance = _cast(positions[:, None, :], u, lines, valid, near)
+    index, location, dot, distance = _cast(positions[:n_viewers, None, :], u, lines, valid, near)
 
     # shading
     hit = index >= 0
@@ -290,11 +328,28 @@ def _env_render(scenery: Scenery, angles, positions, g, res, half_width, radius)
     return index, location, dot, distance, screen
 
 
-@functools.partial(jax.jit, static_argnums=(2, 3, 4))
-def render(scenery: Scenery, agents: Agents, res: int, half_width: float, radius: float) -> tuple[jax.Array, ...]:
+@functools.partial(jax.jit, static_argnums=(2, 3, 4, 5))
+def render(
+    scenery: Scenery,
+    agents: Agents,
+    res: int,
+    half_width: float,
+    radius: float,
+    n_viewers: int | None = None,
+    mask: jax.Array | None = None,
+) -> tuple[jax.Array, ...]:
     """Reference of `jaxstep.ffi.calls.render`."""
 
     def one(angles, positions, g):
-        return _env_render(scenery, angles, positions, g, res, half_width, radius)
+        return _env_render(scenery, angles, positions, g, res, half_width, radius, n_viewers)
 
-    return jax.vmap(one)(agents.angles, agents.positions, scenery.env_geometry)
+    out = jax.vmap(one)(agents.angles, agents.positions, scenery.env_geometry)
+    if mask is None:
+        return out
+    # views not wanted are empty: what a ray that hits nothing gives
+    empty = (np.int32(-1), np.float32(0), np.float32(0), INF, np.float32(0))
+    return tuple(jnp.where(_expand(mask, x), x, e) for x, e in zip(out, empty, strict=True))
+
+
+def _expand(mask, x):
+    return mask.reshape(mask.shape + (1,) * (x.ndim - mask.ndim))

@@ -16,10 +16,42 @@ ffi::Error launch_status() {
   return ffi::Error::Internal(std::string("CUDA launch failed: ") + cudaGetErrorString(err));
 }
 
-__global__ void render_kernel(SceneryArrays s, const float* angles, const float* positions, int n_agents, int R,
-                              float half_width, float radius, long rays, RenderOutputs out) {
-  const long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
-  if (i < rays) render_item(s, angles, positions, n_agents, R, half_width, radius, i, out);
+// A warp per 32 rays of one view. Its lanes first take 32 lines each round, keep those that may meet the
+// warp's wedge of rays (a ballot), then every lane considers the kept lines in order, their endpoints passed
+// round by shuffles. Lanes past the view's last ray help with the culling and write nothing.
+__global__ void render_kernel(SceneryArrays s, const float* angles, const float* positions, const bool* mask,
+                              int n_agents, int n_viewers, int R, int chunks, float half_width, float radius,
+                              long warps, RenderOutputs out) {
+  const long w = ((long)blockIdx.x * blockDim.x + threadIdx.x) / 32;
+  const int lane = threadIdx.x % 32;
+  if (w >= warps) return;  // whole warps leave together
+  const long v = w / chunks;
+  const int first = (int)(w % chunks) * 32, last = min(first + 32, R), r = first + lane;
+  const View view = view_of(s, angles, positions, n_agents, n_viewers, v);
+  if (!mask[v]) {  // a view not wanted: left empty
+    if (r < R) store_ray(view, n_agents, no_hit(), v * R + r, out);
+    return;
+  }
+  const Ray ray = make_ray(view.angles, view.positions, view.agent, r, R, half_width, radius);
+  const Wedge wedge = ray_wedge(ray.p, view.angles[view.agent], first, last, R, half_width);
+
+  RayHit best = no_hit();
+  float best_s = INFINITY;
+  const int n_lines = scene_lines(view.scene, n_agents);
+  for (int base = 0; base < n_lines; base += 32) {
+    Vec a = {0.f, 0.f}, b = {0.f, 0.f};
+    const bool mine = base + lane < n_lines;
+    if (mine) scene_line(view.scene, view.angles, view.positions, n_agents, base + lane, &a, &b);
+    unsigned kept = __ballot_sync(0xffffffffu, mine && may_hit(wedge, a, b));
+    while (kept) {
+      const int k = __ffs(kept) - 1;
+      kept &= kept - 1;
+      const Vec ka = {__shfl_sync(0xffffffffu, a.x, k), __shfl_sync(0xffffffffu, a.y, k)};
+      const Vec kb = {__shfl_sync(0xffffffffu, b.x, k), __shfl_sync(0xffffffffu, b.y, k)};
+      consider_line(ray.p, ray.u, ray.ulen, ray.near, base + k, ka, kb, &best, &best_s);
+    }
+  }
+  if (r < R) store_ray(view, n_agents, finish_hit(best, best_s, ray.ulen), v * R + r, out);
 }
 
 // A warp per agent: its lanes share out the walls and other agents, then take the min. Progress is written
@@ -34,11 +66,17 @@ __global__ void progress_kernel(SceneryArrays s, const float* positions, const f
   if (lane == 0) progress[i] = x;
 }
 
+// A thread per env: settles its agents' progress, then moves them.
 __global__ void advance_kernel(const float* angles, const float* positions, const float* velocity,
-                               const float* angvelocity, long n, float fps, const float* progress,
-                               AgentArrays out) {
-  const long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
-  if (i < n) store_pose(out, i, advance(load_pose(angles, positions, velocity, angvelocity, i), progress[i], fps));
+                               const float* angvelocity, int n_agents, long n_envs, float fps, float radius,
+                               float* progress, AgentArrays out) {
+  const long e = (long)blockIdx.x * blockDim.x + threadIdx.x;
+  if (e >= n_envs) return;
+  const long i0 = e * n_agents;
+  settle(n_agents, positions + 2 * i0, velocity + 2 * i0, fps, radius, progress + i0);
+  for (long i = i0; i < i0 + n_agents; i++) {
+    store_pose(out, i, advance(load_pose(angles, positions, velocity, angvelocity, i), progress[i], fps));
+  }
 }
 
 __global__ void bake_kernel(SceneryArrays s, const float* points, long n, float* light) {
@@ -46,17 +84,18 @@ __global__ void bake_kernel(SceneryArrays s, const float* points, long n, float*
   if (i < n) light[i] = bake_item(s, points, i);
 }
 
-ffi::Error Render(cudaStream_t stream, F32 angles, F32 positions, I32 env_geometry, F32 walls, I32 wall_offsets,
-                  F32 lights, I32 light_offsets, F32 texels, F32 baked, I32 texel_offsets, I32Out indices,
+ffi::Error Render(cudaStream_t stream, F32 angles, F32 positions, Bool mask, I32 env_geometry, F32 walls,
+                  I32 wall_offsets, F32 lights, I32 light_offsets, F32 texels, F32 baked, I32 texel_offsets, I32Out indices,
                   F32Out locations, F32Out dots, F32Out distances, F32Out screen, float half_width, float radius) {
   RenderCall c;
-  JS_RETURN_IF_ERROR(decode_render(angles, positions, env_geometry, walls, wall_offsets, lights, light_offsets,
-                                   texels, baked, texel_offsets, indices, locations, dots, distances, screen, &c));
-  const long rays = c.agents.batch * c.agents.n_envs * c.agents.n_agents * c.R;
-  if (rays == 0) return ffi::Error::Success();
-  render_kernel<<<blocks_for(rays), BLOCK, 0, stream>>>(c.scenery, angles.typed_data(), positions.typed_data(),
-                                                        (int)c.agents.n_agents, (int)c.R, half_width, radius,
-                                                        rays, c.out);
+  JS_RETURN_IF_ERROR(decode_render(angles, positions, mask, env_geometry, walls, wall_offsets, lights,
+                                   light_offsets, texels, baked, texel_offsets, indices, locations, dots, distances,
+                                   screen, &c));
+  const long chunks = (c.R + 31) / 32, warps = c.views() * chunks;
+  if (warps == 0) return ffi::Error::Success();
+  render_kernel<<<blocks_for(32 * warps), BLOCK, 0, stream>>>(
+      c.scenery, angles.typed_data(), positions.typed_data(), c.mask, (int)c.agents.n_agents, (int)c.n_viewers,
+      (int)c.R, (int)chunks, half_width, radius, warps, c.out);
   return launch_status();
 }
 
@@ -70,8 +109,10 @@ ffi::Error Physics(cudaStream_t stream, F32 angles, F32 positions, F32 velocity,
   if (n == 0) return ffi::Error::Success();
   progress_kernel<<<blocks_for(32 * n), BLOCK, 0, stream>>>(c.scenery, c.positions, c.velocity,
                                                            (int)c.agents.n_agents, n, fps, radius, c.progress);
-  advance_kernel<<<blocks_for(n), BLOCK, 0, stream>>>(c.angles, c.positions, c.velocity, c.angvelocity, n, fps,
-                                                      c.progress, c.out);
+  const long envs = c.agents.batch * c.agents.n_envs;
+  advance_kernel<<<blocks_for(envs), BLOCK, 0, stream>>>(c.angles, c.positions, c.velocity, c.angvelocity,
+                                                         (int)c.agents.n_agents, envs, fps, radius, c.progress,
+                                                         c.out);
   return launch_status();
 }
 
@@ -96,6 +137,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxstepRenderCuda, jaxstep::Render,
                                   .Ctx<xffi::PlatformStream<cudaStream_t>>()
                                   .Arg<F32>()  // angles
                                   .Arg<F32>()  // positions
+                                  .Arg<jaxstep::Bool>()  // mask
                                   .Arg<I32>()  // env_geometry
                                   .Arg<F32>()  // walls
                                   .Arg<I32>()  // wall_offsets
