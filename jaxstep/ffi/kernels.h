@@ -84,13 +84,24 @@ JS_FN Projection project(Vec P, Vec U, Vec Q) {
 
 // Endpoints of model line m (0..7) of an agent at `position` facing `r`: an octagon with corners
 // (+-.5, +-1), (+-1, +-.5) scaled by AGENT_WIDTH/2, walked anticlockwise from (-.5, -1).
+// Corner m of the octagon. A switch rather than a table, which nvcc would put in slow local memory.
+JS_FN Vec model_corner(int m) {
+  switch (m) {
+    case 0: return {-.5f, -1.f};
+    case 1: return {.5f, -1.f};
+    case 2: return {1.f, -.5f};
+    case 3: return {1.f, .5f};
+    case 4: return {.5f, 1.f};
+    case 5: return {-.5f, 1.f};
+    case 6: return {-1.f, .5f};
+    default: return {-1.f, -.5f};
+  }
+}
+
 JS_FN void model_line(Rotation r, Vec position, int m, Vec* a, Vec* b) {
-  const float xs[MODEL_LINES] = {-.5f, .5f, 1.f, 1.f, .5f, -.5f, -1.f, -1.f};
-  const float ys[MODEL_LINES] = {-1.f, -1.f, -.5f, .5f, 1.f, 1.f, .5f, -.5f};
-  const int n = (m + 1) % MODEL_LINES;
   const float k = AGENT_WIDTH / 2.f;
-  *a = rotate(r, Vec{k * xs[m], k * ys[m]}) + position;
-  *b = rotate(r, Vec{k * xs[n], k * ys[n]}) + position;
+  *a = rotate(r, model_corner(m) * k) + position;
+  *b = rotate(r, model_corner((m + 1) % MODEL_LINES) * k) + position;
 }
 
 // ---------------------------------------------------------------------------------------------------
