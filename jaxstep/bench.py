@@ -324,7 +324,10 @@ def scaling(
     train_updates: int = 6,
     progress: Callable[[str], None] | None = None,
 ) -> dict:
-    """Env frames/s and training agent-steps/s over 1, 2, 4... devices, with a fixed number of envs per device."""
+    """Env frames/s and training agent-steps/s over 1, 2, 4... devices, with a fixed number of envs per device.
+
+    train_updates: timed PPO updates per device count; 0 measures the envs alone.
+    """
     from jaxstep.agents.ppo import PPOConfig, make_sharded_train, make_train, steps_per_update
     from jaxstep.envs import make
     from jaxstep.sharding import ShardedEnv
@@ -338,20 +341,24 @@ def scaling(
         state, _ = env.reset(jax.random.PRNGKey(0))
         first, seconds = _time(lambda s, env=env: env.random_rollout(s, steps), (state,), 2)
         fps = env.n_envs * env.n_agents * steps / seconds
-        config = PPOConfig(env=name, n_envs=envs_per_device * D, total_steps=10**12)
-        train = make_sharded_train(config, devices) if D > 1 else make_train(config)
-        update = jax.jit(train.update)
-        train_state = train.init(jax.random.PRNGKey(0))
-        train_first, train_seconds = _time(lambda s, update=update: update(s)[0], (train_state,), train_updates)
-        sps = steps_per_update(config, train.env) * D / train_seconds
+        sps, train_first = None, 0.0
+        if train_updates:
+            config = PPOConfig(env=name, n_envs=envs_per_device * D, total_steps=10**12)
+            train = make_sharded_train(config, devices) if D > 1 else make_train(config)
+            update = jax.jit(train.update)
+            train_state = train.init(jax.random.PRNGKey(0))
+            train_first, train_seconds = _time(lambda s, update=update: update(s)[0], (train_state,), train_updates)
+            sps = steps_per_update(config, train.env) * D / train_seconds
         results.append(dict(devices=D, n_envs=envs_per_device * D, env_frames_per_second=fps,
                             train_agent_steps_per_second=sps, compile_seconds=first + train_first))  # fmt: skip
         if progress:
-            progress(f"{D} devices: env {fps / 1e6:8.2f} M frames/s, training {sps / 1e6:6.3f} M agent-steps/s")
+            training = f", training {sps / 1e6:6.3f} M agent-steps/s" if sps else ""
+            progress(f"{D} devices: env {fps / 1e6:8.2f} M frames/s{training}")
     base = results[0] if results else None
     for r in results:
         r["env_speedup"] = r["env_frames_per_second"] / base["env_frames_per_second"]
-        r["train_speedup"] = r["train_agent_steps_per_second"] / base["train_agent_steps_per_second"]
+        if train_updates:
+            r["train_speedup"] = r["train_agent_steps_per_second"] / base["train_agent_steps_per_second"]
     return dict(benchmark="scaling", env=name, device=str(jax.devices()[0].device_kind), jax=jax.__version__,
                 results=results)  # fmt: skip
 

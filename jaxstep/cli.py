@@ -104,6 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     b = commands.add_parser("bench", help="measure throughput and write JSON (and a plot)")
     b.add_argument("what", choices=["kernels", "envs", "scaling"])
     b.add_argument("--devices", type=_positive_int, nargs="+", default=[1, 2, 4], help="device counts (scaling)")
+    b.add_argument("--train-updates", type=int, default=6, help="timed PPO updates (scaling; 0: envs alone)")
     b.add_argument("--envs", nargs="+", default=["minimal", "explorer", "deathmatch", "waypoint"])
     sizes = b.add_mutually_exclusive_group()
     sizes.add_argument("--n-envs", type=_positive_int, nargs="+", default=[1024, 8192])
@@ -164,7 +165,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.n_envs = bench.sweep_sizes(args.max_n_envs, args.min_n_envs)
         if args.what == "scaling":
             per_device = args.n_envs[0]
-            result = bench.scaling(args.envs[0], per_device, args.devices, steps=args.steps, progress=say)
+            result = bench.scaling(args.envs[0], per_device, args.devices, steps=args.steps,
+                                   train_updates=args.train_updates, progress=say)  # fmt: skip
             bench.write(result, args.out)
             return 0
         if args.what == "envs":
