@@ -1,4 +1,4 @@
-// CUDA handlers: one thread per item, calling the shared kernel math in kernels.h, on XLA's stream.
+// CUDA handlers: warps and threads over items, calling the shared kernel math in kernels.h, on XLA's stream.
 #include <cuda_runtime.h>
 
 #include "jaxstep/ffi/buffers.h"
