@@ -59,18 +59,19 @@ Bool = bool | jax.Array
 # argument checks and helpers
 
 
-def _positive_int(name: str, value: Any, maximum: int | None = None) -> int:
-    """`value` as an int, or a ValueError naming `name` if it is not a positive int (at most `maximum`)."""
+def check_int(name: str, value: Any, minimum: int = 1, maximum: int | None = None) -> int:
+    """`value` as an int in [minimum, maximum], or a ValueError naming `name`. Bools and floats are refused."""
+    kind = {1: "a positive int", 0: "a non-negative int"}.get(minimum, f"an int of at least {minimum}")
     if isinstance(value, bool | np.bool_):
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
+        raise ValueError(f"{name}: expected {kind}, got {value!r}")
     try:
         value = operator.index(value)
     except TypeError:
-        raise ValueError(f"{name} must be a positive int, got {value!r}") from None
-    if value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value}")
+        raise ValueError(f"{name}: expected {kind}, got {value!r}") from None
+    if value < minimum:
+        raise ValueError(f"{name}: expected {kind}, got {value}")
     if maximum is not None and value > maximum:
-        raise ValueError(f"{name} must be at most {maximum}, got {value}")
+        raise ValueError(f"{name}: expected at most {maximum}, got {value}")
     return value
 
 
@@ -222,8 +223,8 @@ class _Batched(Space):
     n_agents: int
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "n_envs", _positive_int("n_envs", self.n_envs))
-        object.__setattr__(self, "n_agents", _positive_int("n_agents", self.n_agents))
+        object.__setattr__(self, "n_envs", check_int("n_envs", self.n_envs))
+        object.__setattr__(self, "n_agents", check_int("n_agents", self.n_agents))
 
     @property
     def agent_shape(self) -> tuple[int, ...]:
@@ -260,7 +261,7 @@ class MultiImage(_BoundedFloats, _Batched):
     def __post_init__(self) -> None:
         super().__post_init__()
         for name in ("height", "width", "channels"):
-            object.__setattr__(self, name, _positive_int(name, getattr(self, name)))
+            object.__setattr__(self, name, check_int(name, getattr(self, name)))
         low, high = _bounds(self.low, self.high, allow_inf=False)
         object.__setattr__(self, "low", low)
         object.__setattr__(self, "high", high)
@@ -287,7 +288,7 @@ class MultiVector(_BoundedFloats, _Batched):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        object.__setattr__(self, "dim", _positive_int("dim", self.dim))
+        object.__setattr__(self, "dim", check_int("dim", self.dim))
         low, high = _bounds(self.low, self.high, allow_inf=True)
         object.__setattr__(self, "low", low)
         object.__setattr__(self, "high", high)
@@ -317,7 +318,7 @@ class MultiDiscrete(_Batched):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        object.__setattr__(self, "n_actions", _positive_int("n_actions", self.n_actions, _I32_MAX))
+        object.__setattr__(self, "n_actions", check_int("n_actions", self.n_actions, maximum=_I32_MAX))
 
     @property
     def shape(self) -> tuple[int, int]:

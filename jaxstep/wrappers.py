@@ -24,7 +24,6 @@ the first of the new episode, and the old episode's last observation is returned
 
 from __future__ import annotations
 
-import operator
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
@@ -277,15 +276,7 @@ class GymnasiumVectorEnv(_VectorEnv):
 
 
 def _check_seed(seed: Any) -> int:
-    if isinstance(seed, bool | np.bool_):
-        raise ValueError(f"seed: expected a non-negative int, got {seed!r}")
-    try:
-        seed = operator.index(seed)
-    except TypeError:
-        raise ValueError(f"seed: expected a non-negative int, got {seed!r}") from None
-    if seed < 0:
-        raise ValueError(f"seed: expected a non-negative int, got {seed}")
-    return seed
+    return spaces.check_int("seed", seed, minimum=0)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

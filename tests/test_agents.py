@@ -109,6 +109,7 @@ def test_bfloat16_agent_computes_close_to_float32():
     (logits32, value32, carry32), (logits16, value16, carry16) = outputs["float32"], outputs["bfloat16"]
     assert logits16.dtype == value16.dtype == carry16[0].dtype == jnp.float32
     np.testing.assert_allclose(logits16, logits32, atol=0.02)
+    np.testing.assert_allclose(value16, value32, atol=0.05)
     np.testing.assert_allclose(carry16[1], carry32[1], atol=0.05)
     assert not np.array_equal(carry16[1], carry32[1]), "bfloat16 rounding shows"
 

@@ -268,8 +268,4 @@ def check_backend(backend: str) -> str:
 
 
 def check_count(name: str, value, upper: int | None = None) -> int:
-    if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name}: expected a positive int, got {value!r}")
-    if upper is not None and value > upper:
-        raise ValueError(f"{name}: expected at most {upper}, got {value}")
-    return int(value)
+    return spaces.check_int(name, value, 1, upper)
