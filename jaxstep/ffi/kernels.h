@@ -171,16 +171,22 @@ JS_FN float wall_collision(Vec p, Vec v, Vec a, Vec b, float radius) {
   if ((0.f < side.s) & (side.s < 1.f) & (side.d < r) & (side.d < dp)) {
     x = fminf(x, sensibilize((dp - r) / (dp - side.d)));
   }
-  // coming nearer than r to the wall's middle on the way to somewhere past its end (a graze): the fraction at
-  // which the distance from the wall's line falls to r (0 if it already has), if the disc is then beside the
-  // wall. Signed distances, so a move that crosses the line counts too.
+  // coming nearer than r to the wall's middle on the way to somewhere past its end (a graze): from the fraction
+  // f at which the distance from the wall's line falls to r (0 if it already has), the first fraction g at which
+  // the centre is beside the wall (its projection on the wall in [0, 1]), if the centre is then still within r of
+  // the line. Signed distances, so a move that crosses the line counts too.
   const float u = length(ab) + 1.e-6f;
   const float sign = cross(ab, p - a) < 0.f ? -1.f : 1.f;
   const float sp = sign * cross(ab, p - a) / u, sq = sign * cross(ab, p + v - a) / u;
   if ((sq < sp) & (sq < r)) {
     const float f = fmaxf((sp - r) / (sp - sq), 0.f);
-    const float along = project(a, ab, p + v * f).s;
-    if ((0.f <= along) & (along <= 1.f)) x = fminf(x, sensibilize(f));
+    const float ap = project(a, ab, p).s, aq = project(a, ab, p + v).s;
+    const float af = ap + f * (aq - ap);
+    float g = f;
+    if (af > 1.f) g = aq < af ? (ap - 1.f) / (ap - aq) : 2.f;  // 2: not beside the wall during this move
+    if (af < 0.f) g = aq > af ? ap / (ap - aq) : 2.f;
+    g = fmaxf(g, f);
+    if ((g <= 1.f) & (sp + g * (sq - sp) > -r)) x = fminf(x, sensibilize(g));
   }
   return x;
 }

@@ -174,14 +174,20 @@ def _wall_collision(p, v, a, b, radius):
     ss, sd = _project(a, ab, p + v)
     side = _sensibilize((dp - r) / (dp - sd))
     x = jnp.minimum(x, jnp.where((0 < ss) & (ss < 1) & (sd < r) & (sd < dp), side, np.float32(1)))
-    # grazing: the distance from the wall's line falls to r (or has) while the disc is beside the wall
+    # grazing: from where the distance from the wall's line falls to r (or has), the first point beside the wall
     u = _length(ab) + np.float32(1e-6)
     sign = jnp.where(_cross(ab, p - a) < 0, np.float32(-1), np.float32(1))
     sp, sq = sign * _cross(ab, p - a) / u, sign * _cross(ab, p + v - a) / u
     f = jnp.maximum((sp - r) / (sp - sq), np.float32(0))
-    along, _ = _project(a, ab, p + v * f[..., None])
-    graze = (sq < sp) & (sq < r) & (0 <= along) & (along <= 1)
-    return jnp.minimum(x, jnp.where(graze, _sensibilize(f), np.float32(1)))
+    ap, _ = _project(a, ab, p)
+    aq, _ = _project(a, ab, p + v)
+    af = ap + f * (aq - ap)
+    two = np.float32(2)
+    g = jnp.where(af > 1, jnp.where(aq < af, (ap - 1) / (ap - aq), two), f)
+    g = jnp.where(af < 0, jnp.where(aq > af, ap / (ap - aq), two), g)
+    g = jnp.maximum(g, f)
+    graze = (sq < sp) & (sq < r) & (g <= 1) & (sp + g * (sq - sp) > -r)
+    return jnp.minimum(x, jnp.where(graze, _sensibilize(g), np.float32(1)))
 
 
 def _env_progress(positions, velocity, walls, wall_valid, fps, radius):
