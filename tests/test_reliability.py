@@ -2,8 +2,8 @@
 input, clear errors for bad input at every public entry point, and bit-identical rollouts per key.
 
 See docs/reliability.md for what is checked, the rules for invalid traced inputs and the measured numbers.
-Tests marked xfail(strict=True) with a reason starting "BUG" document a bug found here: they fail (as expected)
-until the bug is fixed, then XPASS, which fails the run so the marker gets removed.
+A bug found here and not yet fixed is recorded as a test marked pytest.mark.xfail(strict=True) with a reason
+starting "BUG": it fails (as expected) until the bug is fixed, then XPASS fails the run so the marker gets removed.
 """
 
 import dataclasses
@@ -26,11 +26,6 @@ from jaxstep.ffi.types import AGENT_RADIUS, MODEL_LINES
 
 R = float(np.float32(AGENT_RADIUS))  # 0.106 m
 FPS = 10.0
-
-
-def bug(reason: str):
-    """Marks a test (or a param) that fails because of a bug found by this file; see the module docstring."""
-    return pytest.mark.xfail(strict=True, reason=f"BUG: {reason}")
 
 
 # ---------------------------------------------------------------------------------------------------------
