@@ -11,7 +11,8 @@ CUDA_VISIBLE_DEVICES=0 timeout 120 python3 -m pytest -q -p no:cacheprovider test
   | tee "$OUT/tests.txt" | tail -3
 CUDA_VISIBLE_DEVICES=0 timeout 80 python3 scripts/tunnelling.py --n-envs 65536 --n-agents 4 --steps 400 \
   --out "$OUT/tunnelling.json"
-CUDA_VISIBLE_DEVICES=0 timeout 60 compute-sanitizer --tool racecheck --error-exitcode 9 python3 scripts/sanitize_kernels.py \
+CUDA_VISIBLE_DEVICES=0 timeout 60 compute-sanitizer --tool racecheck --kernel-name kns=jaxstep --error-exitcode 9 \
+  python3 scripts/sanitize_kernels.py \
   > "$OUT/racecheck.txt" 2>&1; echo "racecheck exit $?" | tee -a "$OUT/racecheck.txt"; tail -2 "$OUT/racecheck.txt"
 timeout 230 python3 -m jaxstep.cli bench scaling --envs explorer --n-envs 8192 --devices 1 2 4 --steps 20 \
   --out "$OUT/scaling.json"
