@@ -73,6 +73,24 @@ def test_conformance(env_rollout):
     assert not np.asarray(ts.info["invalid_actions"]).any()
 
 
+def test_autoreset_renders_only_the_views_that_reset_and_changes_nothing(env_rollout):
+    # Env.step re-observes with only=done after a reset; an env that ignores `only` (renders every view again)
+    # must give bit-identical steps
+    name, env, params, (_, _, ts, _) = env_rollout
+    assert np.asarray(ts.truncated | ts.terminated).any(), "the rollout has resets"
+
+    class RendersAll(type(env)):
+        def _observe(self, state, params, only=None):
+            return super()._observe(state, params, None)
+
+    everything = RendersAll.__new__(RendersAll)
+    everything.__dict__.update(env.__dict__)
+    _, _, full, _ = rollout(everything, params, jax.random.PRNGKey(0))
+    for field in ("obs", "reward", "terminated", "truncated", "final_obs"):
+        for a, b in zip(jax.tree.leaves(getattr(ts, field)), jax.tree.leaves(getattr(full, field)), strict=True):
+            np.testing.assert_array_equal(a, b, err_msg=f"{name}: {field}")
+
+
 def test_same_key_same_trajectory(env_rollout):
     name, env, params, (state, _, ts, _) = env_rollout
     state2, _, ts2, _ = rollout(env, params, jax.random.PRNGKey(0))
