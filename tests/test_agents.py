@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from jaxstep import cli, spaces
-from jaxstep.agents import Agent, PPOConfig, gae, heads, make_train, read_metrics, run, vtrace
+from jaxstep.agents import Agent, PPOConfig, gae, heads, make_train, read_metrics, run, unroll, vtrace
 from jaxstep.agents.train import latest_checkpoint, restore, save
 
 
@@ -112,6 +112,26 @@ def test_bfloat16_agent_computes_close_to_float32():
     np.testing.assert_allclose(value16, value32, atol=0.05)
     np.testing.assert_allclose(carry16[1], carry32[1], atol=0.05)
     assert not np.array_equal(carry16[1], carry32[1]), "bfloat16 rounding shows"
+
+
+@pytest.mark.parametrize("recurrent", [True, False])
+def test_unroll_equals_stepping_the_agent(recurrent):
+    # unroll runs the intake over the whole sequence at once; the result must not depend on that
+    T, B = 5, 6
+    agent = Agent(OBS_SPACE, n_actions=7, width=32, recurrent=recurrent)
+    keys = jax.random.split(jax.random.PRNGKey(0), T)
+    seq = [jax.tree.map(lambda x: x.reshape(B, *x.shape[2:]), OBS_SPACE.sample(k)) for k in keys]
+    obs = jax.tree.map(lambda *xs: jnp.stack(xs), *seq)
+    resets = jax.random.bernoulli(jax.random.PRNGKey(1), 0.3, (T, B))
+    params = agent.init(jax.random.PRNGKey(2), seq[0], agent.initial_carry(B), resets[0])
+    logits, values, carry = unroll(agent, params, obs, agent.initial_carry(B), resets)
+    assert logits.shape == (T, B, 7) and values.shape == (T, B)
+    step_carry = agent.initial_carry(B)
+    for t in range(T):
+        step_logits, step_value, step_carry = agent.apply(params, seq[t], step_carry, resets[t])
+        np.testing.assert_allclose(logits[t], step_logits, atol=1e-5)
+        np.testing.assert_allclose(values[t], step_value, atol=1e-5)
+    np.testing.assert_allclose(carry[1], step_carry[1], atol=1e-5)
 
 
 def test_lstm_forgets_where_episodes_reset():

@@ -18,6 +18,9 @@ class Agent(nn.Module):
     recurrent: an LSTM of `width` units after the intake; its carry is zeroed for rows where `reset` (B,) is true.
     dtype: the dtype the layers compute in ("bfloat16" halves memory traffic and uses tensor cores); parameters,
         the LSTM carry, logits and values stay float32.
+
+    `encode` (the intake) and `head` (the LSTM and the outputs) are its two halves; `unroll` runs the intake over
+    a whole sequence at once, since only the LSTM needs to go step by step.
     """
 
     observation_space: spaces.Dict
@@ -26,18 +29,30 @@ class Agent(nn.Module):
     recurrent: bool = True
     dtype: str = "float32"
 
-    @nn.compact
-    def __call__(self, obs: dict[str, jax.Array], carry: Carry, reset: jax.Array):
+    def setup(self):
         dtype = jnp.dtype(self.dtype)
-        x = Intake(self.observation_space, self.width, dtype)(obs)
+        self.intake = Intake(self.observation_space, self.width, dtype)
+        if self.recurrent:
+            self.lstm = nn.OptimizedLSTMCell(self.width, dtype=dtype)
+        self.policy = nn.Dense(self.n_actions, kernel_init=nn.initializers.orthogonal(0.01))
+        self.critic = nn.Dense(1, kernel_init=nn.initializers.orthogonal(1.0))
+
+    def __call__(self, obs: dict[str, jax.Array], carry: Carry, reset: jax.Array):
+        return self.head(self.encode(obs), carry, reset)
+
+    def encode(self, obs: dict[str, jax.Array]) -> jax.Array:
+        """Features (B, width) of observations (B, ...)."""
+        return self.intake(obs)
+
+    def head(self, features: jax.Array, carry: Carry, reset: jax.Array):
+        """(logits, value, carry) from features (B, width), carry and reset (B,)."""
+        x = features
         if self.recurrent:
             carry = jax.tree.map(lambda c: jnp.where(reset[:, None], 0.0, c), carry)
-            carry, x = nn.OptimizedLSTMCell(self.width, dtype=dtype)(carry, x)
+            carry, x = self.lstm(carry, x)
             carry = jax.tree.map(lambda c: c.astype(jnp.float32), carry)
         x = x.astype(jnp.float32)
-        logits = nn.Dense(self.n_actions, kernel_init=nn.initializers.orthogonal(0.01))(x)
-        value = nn.Dense(1, kernel_init=nn.initializers.orthogonal(1.0))(x)[..., 0]
-        return logits, value, carry
+        return self.policy(x), self.critic(x)[..., 0], carry
 
     def initial_carry(self, batch: int) -> Carry:
         width = self.width if self.recurrent else 1  # unused, but checkpoints cannot hold empty arrays
@@ -45,12 +60,19 @@ class Agent(nn.Module):
 
 
 def unroll(agent: Agent, params, obs: dict[str, jax.Array], carry: Carry, resets: jax.Array):
-    """Runs the agent over a sequence: obs (T, B, ...), resets (T, B) -> logits (T, B, n), values (T, B), carry."""
+    """Runs the agent over a sequence: obs (T, B, ...), resets (T, B) -> logits (T, B, n), values (T, B), carry.
+
+    The intake sees all T * B observations in one batch; only the LSTM steps through time.
+    """
+    T, B = resets.shape
+    flat = jax.tree.map(lambda x: x.reshape(T * B, *x.shape[2:]), obs)
+    features = agent.apply(params, flat, method=Agent.encode)
+    features = features.reshape(T, B, *features.shape[1:])
 
     def step(carry, inputs):
-        o, r = inputs
-        logits, value, carry = agent.apply(params, o, carry, r)
+        f, r = inputs
+        logits, value, carry = agent.apply(params, f, carry, r, method=Agent.head)
         return carry, (logits, value)
 
-    carry, (logits, values) = jax.lax.scan(step, carry, (obs, resets))
+    carry, (logits, values) = jax.lax.scan(step, carry, (features, resets))
     return logits, values, carry
