@@ -417,15 +417,19 @@ def test_agents_that_start_overlapping_can_move_apart(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_an_agent_that_would_end_inside_another_is_held(backend):
-    # a wall at x = 6 stops the leader short; the follower, assuming the leader moves on, would run into it
+@pytest.mark.parametrize("leader", [0, 1])
+def test_a_follower_stops_behind_a_leader_that_a_wall_stopped(backend, leader):
+    # a wall at x = 6 stops the leader short; the follower, assuming the leader moves on, would run into it (and,
+    # were the leader held where it was, through it). Whichever index the leader has, it reaches the wall and the
+    # follower stops behind it.
     s = scene.scenery([toys.box()], n_agents=3)
-    agents = moving([[[5.5, 3.5], [5.2, 3.5], [2.0, 2.0]]], [[[20.0, 0.0], [20.0, 0.0], [0.0, 5.0]]])
+    starts = [[5.5, 3.5], [5.2, 3.5]] if leader == 0 else [[5.2, 3.5], [5.5, 3.5]]
+    agents = moving([starts + [[2.0, 2.0]]], [[[20.0, 0.0], [20.0, 0.0], [0.0, 5.0]]])
     moved, progress = core.physics(s, agents, 10.0, backend)
-    p = np.asarray(progress)[0]
-    # swept in order, the leader is found first (its end lies within the follower's), and held where it was
-    assert p[0] == 0 and 0 < p[1] < 1 and p[2] == 1, p
-    np.testing.assert_allclose(moved.positions[0, 0], [5.5, 3.5])
-    np.testing.assert_array_equal(moved.velocity[0, 0], [0.0, 0.0])
-    gap = np.linalg.norm(np.asarray(moved.positions)[0, 0] - np.asarray(moved.positions)[0, 1])
-    assert gap >= 2 * core.AGENT_RADIUS
+    p, x = np.asarray(progress)[0], np.asarray(moved.positions)[0, :, 0]
+    follower = 1 - leader
+    radius = core.AGENT_RADIUS
+    np.testing.assert_allclose(x[leader], 6 - 1.001 * radius, atol=0.01, err_msg="the leader reaches the wall")
+    assert x[follower] < x[leader] - 2 * radius, f"the follower stops behind the leader: {x}"
+    assert x[follower] > 5.6, f"and close behind it, not held where it was: {x}"
+    assert 0 < p[follower] < 1 and p[2] == 1, p

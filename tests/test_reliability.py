@@ -156,6 +156,28 @@ def _pair_distances(p):
     return jnp.where(jnp.eye(p.shape[1], dtype=bool), jnp.inf, d)
 
 
+def _segment_distance(a, b):
+    """Distance from the origin to the segment a-b; a, b (..., 2)."""
+    ab = b - a
+    t = jnp.clip(-jnp.sum(a * ab, -1) / jnp.maximum(jnp.sum(ab * ab, -1), 1e-30), 0, 1)
+    return jnp.linalg.norm(a + t[..., None] * ab, axis=-1)
+
+
+def _closest_approach(before, move, progress):
+    """(E, A, A) closest distance between agents during a step, each moving `move` (E, A, 2) metres per step at
+    full speed until its progress (E, A) runs out, then standing; inf on the diagonal."""
+    x_i, x_j = progress[:, :, None], progress[:, None, :]
+
+    def gap(t):
+        own = jnp.minimum(t, x_i)[..., None] * move[:, :, None]
+        other = jnp.minimum(t, x_j)[..., None] * move[:, None, :]
+        return before[:, :, None] - before[:, None] + own - other
+
+    times = [jnp.zeros_like(x_i + x_j), jnp.minimum(x_i, x_j), jnp.maximum(x_i, x_j), jnp.ones_like(x_i + x_j)]
+    d = jnp.min(jnp.stack([_segment_distance(gap(a), gap(b)) for a, b in zip(times[:-1], times[1:], strict=True)]), 0)
+    return jnp.where(jnp.eye(before.shape[1], dtype=bool), jnp.inf, d)
+
+
 def _drive(key, p, prev, walls: _Walls, nearest):
     """Velocities (E, A, 2) in m/s for agents at p (E, A, 2), whose nearest walls are `nearest` (E, A).
 
@@ -202,6 +224,8 @@ VIOLATIONS = {
     "wall_crossings": "an agent's centre path (old -> new position) crossed a wall",
     "agent_overlaps": "two agents' centres ended closer than 2R when they were not before the step",
     "deep_agent_overlaps": "two agents' centres were closer than 0.98 * 2R (counted per agent-step)",
+    "agent_passes": "two agents that started apart came closer than 0.98 * 2R during the step (each moving at full "
+    "speed until its progress ran out, then standing): one ran into or through the other",
     # an agent's disc overlapping a wall: its centre stays on its side, but its camera (near plane R) sees through
     "wall_overlaps": "an agent's centre ended closer than R to a wall when it was not before the step",
     "deep_wall_overlaps": "an agent's centre was closer than 0.98 R to a wall (counted per agent-step)",
@@ -224,7 +248,8 @@ def _tunnel_rollout(backend: str = "ffi", n_envs: int = N_ENVS, steps: int = STE
         before = agents.positions
         velocity = _drive(key, before, prev, walls, nearest)
         spin = jax.random.normal(jax.random.fold_in(key, 1), agents.angles.shape) * 360
-        moved, _ = core.physics(s, dataclasses.replace(agents, velocity=velocity, angvelocity=spin), FPS, backend)
+        moved, progress = core.physics(s, dataclasses.replace(agents, velocity=velocity, angvelocity=spin), FPS,
+                                       backend)  # fmt: skip
         after = moved.positions
         nearest, wall_after = walls.nearest(after)
         pair_before, pair_after = _pair_distances(before), _pair_distances(after)
@@ -232,6 +257,8 @@ def _tunnel_rollout(backend: str = "ffi", n_envs: int = N_ENVS, steps: int = STE
             wall_crossings=walls.crossed(before, after),
             agent_overlaps=((pair_after < 2 * R) & (pair_before >= 2 * R)).any(-1),
             deep_agent_overlaps=(pair_after < 0.98 * 2 * R).any(-1),
+            agent_passes=((_closest_approach(before, velocity / FPS, progress) < 0.98 * 2 * R)
+                          & (pair_before >= 2 * R)).any(-1),  # fmt: skip
             wall_overlaps=(wall_after < R) & (wall_before >= R),
             deep_wall_overlaps=wall_after < 0.98 * R,
             nonfinite=~jnp.isfinite(after).all(-1),
@@ -300,6 +327,10 @@ def test_positions_stay_finite_in_driven_steps(tunnel_run):
 def test_agents_never_come_to_overlap_in_driven_steps(tunnel_run):
     assert tunnel_run["counts"]["agent_overlaps"] == 0, _describe(tunnel_run, "agent_overlaps")
     assert tunnel_run["counts"]["deep_agent_overlaps"] == 0, _describe(tunnel_run, "deep_agent_overlaps")
+
+
+def test_agents_never_run_into_or_through_each_other_in_driven_steps(tunnel_run):
+    assert tunnel_run["counts"]["agent_passes"] == 0, _describe(tunnel_run, "agent_passes")
 
 
 def test_agent_discs_never_come_to_overlap_walls_in_driven_steps(tunnel_run):

@@ -228,15 +228,34 @@ JS_FN Pose advance(Pose in, float progress, float fps) {
           stopped ? 0.f : in.angvelocity};
 }
 
-// Holds agents that would otherwise end a step overlapping: each agent's progress assumes the others make their
-// whole moves (megastep's rule), so a follower can run into a leader that a wall stopped short. Sweeping agents
-// in order until nothing changes, agent i is held (progress 0) while its end position lies within 2 radius of
-// another's end position and nearer to it than at the start. Held agents stay where they were, so pairs that
-// started apart end apart. positions, velocity: (n_agents, 2) of one env; progress: (n_agents,), updated.
+// Settling: each agent's progress assumes the others make their whole moves (megastep's rule), so a follower
+// can run into, or through, a leader that a wall stopped short. Read a step as time: an agent moves at its full
+// velocity until its progress runs out, then stands. Up to the time the first of two agents stops, megastep's
+// check already keeps them apart; after it, the one still moving must not run into where the other stands.
+
 JS_FN float end_coordinate(float start, float velocity, float progress, float fps) {
   return start + (progress / fps) * velocity;  // as `advance` computes it
 }
 
+// Progress 1% short of the rest of the way from fraction `from` of the step to `contact`, as megastep stops 1%
+// short of the whole way; NaN -> 0, clamped to [0, 1]. Continuous in `from`, so rounding moves it little.
+JS_FN float stop_short(float from, float contact) {
+  const float x = from + .99f * (contact - from);
+  if (isnan(x)) return 0.f;
+  return fmaxf(fminf(x, 1.f), 0.f);
+}
+
+// The fraction of the step at which agent i (at pi, moving vi metres per step) comes within `reach` of where
+// agent j (at pj, moving vj) stood still from fraction xj of the step on; inf if it never does.
+JS_FN float catch_up(Vec pi, Vec vi, Vec pj, Vec vj, float xj, float reach) {
+  const Vec q = pi + vi * xj, stand = pj + vj * xj;
+  const Projection c = project(q, vi, stand);
+  if ((0.f < c.s) & (c.d < reach)) return xj + c.s - sqrtf(reach * reach - c.d * c.d) / length(vi);
+  return INFINITY;
+}
+
+// Whether agents i and j, ending where `progress` takes them, end within 2 radius of each other and nearer than
+// they started: a last guard against rounding, since the checks above should already prevent it.
 JS_FN bool closing_overlap(const float* positions, const float* velocity, const float* progress, int i, int j,
                            float fps, float radius) {
   const Vec pi = load_vec(positions + 2 * i), pj = load_vec(positions + 2 * j);
@@ -249,23 +268,49 @@ JS_FN bool closing_overlap(const float* positions, const float* velocity, const 
   return (dot(end, end) < reach * reach) & (dot(end, end) < dot(start, start));
 }
 
+// Agent i's progress cut where it would catch up with an agent that stopped earlier, where that one stands.
+JS_FN float caught_up_progress(int i, int n_agents, const float* positions, const float* velocity, float fps,
+                               float radius, const float* progress) {
+  const float k = 1.f / fps, reach = 1.001f * 2.f * radius;  // as agent_collision
+  const Vec pi = load_vec(positions + 2 * i), vi = load_vec(velocity + 2 * i) * k;
+  float x = progress[i];
+  for (int j = 0; j < n_agents; j++) {
+    if ((j == i) || !(progress[j] < progress[i])) continue;
+    const float t = catch_up(pi, vi, load_vec(positions + 2 * j), load_vec(velocity + 2 * j) * k, progress[j], reach);
+    if (t < INFINITY) x = fminf(x, stop_short(progress[j], t));
+  }
+  return x;
+}
+
+// Settles one env's progress in place. positions, velocity: (n_agents, 2); progress: (n_agents,). Sweeps cut
+// agents' progress where they would catch up with others, until nothing changes; then a last sweep holds any
+// agent that would still end overlapping another (rounding), and if it held one, the sweeps start again.
+// Progress only ever falls. Should that not settle within 4 n_agents + 4 sweeps (never seen), every agent is
+// held, which is always safe: they start apart.
 JS_FN void settle(int n_agents, const float* positions, const float* velocity, float fps, float radius,
                   float* progress) {
-  // each sweep holds at least one more agent, or ends the loop
-  for (int sweep = 0; sweep < n_agents; sweep++) {
+  for (int sweep = 0; sweep < 4 * n_agents + 4; sweep++) {
     bool changed = false;
     for (int i = 0; i < n_agents; i++) {
       if (progress[i] == 0.f) continue;
-      for (int j = 0; j < n_agents; j++) {
+      const float x = caught_up_progress(i, n_agents, positions, velocity, fps, radius, progress);
+      if (x < progress[i]) {
+        progress[i] = x;
+        changed = true;
+      }
+    }
+    if (changed) continue;
+    for (int i = 0; i < n_agents; i++) {
+      for (int j = 0; (j < n_agents) & (progress[i] != 0.f); j++) {
         if ((j != i) && closing_overlap(positions, velocity, progress, i, j, fps, radius)) {
           progress[i] = 0.f;
           changed = true;
-          break;
         }
       }
     }
-    if (!changed) break;
+    if (!changed) return;
   }
+  for (int i = 0; i < n_agents; i++) progress[i] = 0.f;
 }
 
 // ---------------------------------------------------------------------------------------------------

@@ -203,31 +203,49 @@ def _env_progress(positions, velocity, walls, wall_valid, fps, radius):
 
 
 def _settle(positions, velocity, progress, fps, radius):
-    """Holds (progress 0) agents that would end overlapping another and nearer to it; see `settle` in kernels.h."""
+    """One env's progress after settling; see `settle` in kernels.h, followed operation for operation."""
     A = positions.shape[0]
     reach2 = (np.float32(2) * radius) ** 2
-    eye = jnp.eye(A, dtype=bool)
+    reach = np.float32(1.001) * np.float32(2) * radius
+    v = velocity * (np.float32(1) / fps)
+    others = ~jnp.eye(A, dtype=bool)
+    start = positions[:, None] - positions[None]  # (A, A): i's position less j's
 
-    def closing(progress, i):
-        end = positions + (progress / fps)[:, None] * velocity
-        gap, start = end[i] - end, positions[i] - positions
-        return (_dot(gap, gap) < reach2) & (_dot(gap, gap) < _dot(start, start)) & ~eye[i]
-
-    def visit(i, carry):
+    def catch_up(i, carry):
         progress, changed = carry
-        hold = (progress[i] != 0) & closing(progress, i).any()
+        x0 = progress[i]
+        q = positions[i] + v[i] * progress[:, None]
+        stand = positions + v * progress[:, None]
+        s, d = _project(q, v[i], stand)
+        t = progress + s - jnp.sqrt(reach * reach - d * d) / _length(v[i])
+        catch = others[i] & (progress < x0) & (0 < s) & (d < reach)
+        short = progress + np.float32(0.99) * (t - progress)  # 1% short of the rest of the way
+        short = jnp.where(jnp.isnan(short), np.float32(0), jnp.clip(short, 0, 1))
+        x = jnp.minimum(x0, jnp.min(jnp.where(catch, short, INF)))
+        lower = (x0 != 0) & (x < x0)
+        return progress.at[i].set(jnp.where(lower, x, x0)), changed | lower
+
+    def guard(i, carry):
+        progress, changed = carry
+        end = positions + (progress / fps)[:, None] * velocity
+        gap = end[i] - end
+        closing = (_dot(gap, gap) < reach2) & (_dot(gap, gap) < _dot(start[i], start[i])) & others[i]
+        hold = (progress[i] != 0) & closing.any()
         return progress.at[i].set(jnp.where(hold, np.float32(0), progress[i])), changed | hold
 
     def sweep(carry):
         progress, _, n = carry
-        progress, changed = jax.lax.fori_loop(0, A, visit, (progress, False))
-        return progress, changed, n + 1
+        caught, changed = jax.lax.fori_loop(0, A, catch_up, (progress, False))
+        guarded, held = jax.lax.fori_loop(0, A, guard, (caught, False))
+        # the guard's sweep counts only once no agent was caught up
+        return jnp.where(changed, caught, guarded), changed | held, n + 1
 
     def more(carry):
-        return carry[1] & (carry[2] < A)
+        return carry[1] & (carry[2] < 4 * A + 4)
 
-    progress, _, _ = jax.lax.while_loop(more, sweep, (progress, True, 0))
-    return progress
+    progress, changed, _ = jax.lax.while_loop(more, sweep, (progress, True, 0))
+    # still changing after every sweep allowed: hold everyone (they start apart)
+    return jnp.where(changed, np.float32(0), progress)
 
 
 @functools.partial(jax.jit, static_argnums=(2, 3))
