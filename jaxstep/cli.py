@@ -10,14 +10,23 @@ from collections.abc import Sequence
 PLOT_FORMATS = (".png", ".svg", ".pdf")
 
 
-def _positive_int(text: str) -> int:
+def _int_at_least(minimum: int, text: str) -> int:
+    kind = "a positive" if minimum == 1 else "a non-negative"
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+        raise argparse.ArgumentTypeError(f"expected {kind} integer, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"expected {kind} integer, got {value}")
     return value
+
+
+def _positive_int(text: str) -> int:
+    return _int_at_least(1, text)
+
+
+def _count(text: str) -> int:
+    return _int_at_least(0, text)
 
 
 def demo(name: str | None, n_envs: int, steps: int, out: str, agent: str | None = None, chunk: int = 10) -> None:
@@ -104,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     b = commands.add_parser("bench", help="measure throughput and write JSON (and a plot)")
     b.add_argument("what", choices=["kernels", "envs", "scaling"])
     b.add_argument("--devices", type=_positive_int, nargs="+", default=[1, 2, 4], help="device counts (scaling)")
-    b.add_argument("--train-updates", type=int, default=6, help="timed PPO updates (scaling; 0: envs alone)")
+    b.add_argument("--train-updates", type=_count, default=6, help="timed PPO updates (scaling; 0: envs alone)")
     b.add_argument("--envs", nargs="+", default=["minimal", "explorer", "deathmatch", "waypoint"])
     sizes = b.add_mutually_exclusive_group()
     sizes.add_argument("--n-envs", type=_positive_int, nargs="+", default=[1024, 8192])

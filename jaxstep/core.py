@@ -15,6 +15,7 @@ import numpy as np
 
 from jaxstep.ffi import calls, reference
 from jaxstep.ffi.types import AGENT_RADIUS, AGENT_WIDTH, MODEL_LINES, Agents, Render, Scenery
+from jaxstep.spaces import check_int
 
 __all__ = ["AGENT_RADIUS", "AGENT_WIDTH", "MODEL_LINES", "Agents", "Render", "agents", "render", "physics"]
 
@@ -108,11 +109,7 @@ def render(
         raise ValueError(f"res: expected an int in [1, {MAX_RES}], got {res!r}")
     fov = _positive("fov", fov, 180.0)
     agents = _checked(scenery, agents)
-    n_viewers = scenery.n_agents if n_viewers is None else n_viewers
-    if not isinstance(n_viewers, int | np.integer) or not 1 <= n_viewers <= scenery.n_agents:
-        raise ValueError(
-            f"n_viewers: expected an int in [1, {scenery.n_agents}] (the agents per env), got {n_viewers!r}"
-        )
+    n_viewers = scenery.n_agents if n_viewers is None else check_int("n_viewers", n_viewers, 1, scenery.n_agents)
     if mask is not None:
         mask = _as_mask(mask, (scenery.n_envs, int(n_viewers)))
     half_width = float(np.float32(math.tan(math.radians(fov) / 2)))
@@ -137,8 +134,10 @@ def physics(scenery: Scenery, agents: Agents, fps: float = 10.0, backend: str = 
 
     An agent stops 1% short of touching a wall or another agent; where it is stopped short (progress < 1) its
     velocity and angvelocity are zeroed. Each agent's progress assumes the others make their whole moves
-    (megastep's rule); an agent that would then end overlapping another, and nearer to it than it started, is
-    held where it was (progress 0), so agents that start apart never end overlapping.
+    (megastep's rule); then, reading the step as time (each agent moves at full velocity until its progress runs
+    out), an agent's progress is cut 1% short of where it would run into another that stopped earlier, and an
+    agent that would still end overlapping another, nearer than it started, is held (progress 0). Agents that
+    start apart never meet during a step.
 
     Returns:
         (agents, progress): the moved agents, and progress (n_envs, n_agents), the fraction of the move made.

@@ -91,6 +91,20 @@ def test_autoreset_renders_only_the_views_that_reset_and_changes_nothing(env_rol
             np.testing.assert_array_equal(a, b, err_msg=f"{name}: {field}")
 
 
+def test_envs_whose_observe_takes_no_only_still_step():
+    # an env written before `_observe` took `only` keeps working: it renders every view after a reset
+    from jaxstep.envs.minimal import Minimal
+
+    class OldStyle(Minimal):
+        def _observe(self, state, params):
+            return super()._observe(state, params)
+
+    params = replace(Minimal(n_envs=3).default_params, max_length=5)
+    old, new = (rollout(cls(n_envs=3), params, jax.random.PRNGKey(1), steps=12)[2] for cls in (OldStyle, Minimal))
+    assert np.asarray(new.truncated).any()
+    np.testing.assert_array_equal(old.obs["rgb"], new.obs["rgb"])
+
+
 def test_same_key_same_trajectory(env_rollout):
     name, env, params, (state, _, ts, _) = env_rollout
     state2, _, ts2, _ = rollout(env, params, jax.random.PRNGKey(0))

@@ -11,6 +11,8 @@ episode, and `ts.final_obs` the last one of the old (for bootstrapping); elsewhe
 
 from __future__ import annotations
 
+import functools
+import inspect
 from typing import Any, Generic, TypeVar
 
 import jax
@@ -64,6 +66,17 @@ class Env(Generic[State, Params]):
     observation_space: spaces.Dict
     action_space: spaces.MultiDiscrete
     default_params: Params
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        observe = cls.__dict__.get("_observe")
+        if observe is not None and "only" not in inspect.signature(observe).parameters:
+            # an env written before `only` existed: it renders every view, which is correct, only slower
+            @functools.wraps(observe)
+            def _observe(self, state, params, only=None):
+                return observe(self, state, params)
+
+            cls._observe = _observe
 
     # --- hooks -------------------------------------------------------------------------------------------
     def _init(self, key: jax.Array, params: Params) -> State:

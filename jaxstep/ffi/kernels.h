@@ -1,7 +1,8 @@
 // The math of jaxstep's three kernels (bake, physics, render), written once for g++ and nvcc.
 //
-// Every function here is pure and works on one item (a texel, an agent, a ray) given raw pointers to one
-// env's data, so the CPU handler can loop over items and the CUDA handler can give each item a thread.
+// Every function here is pure and works on one item (a texel, an agent, a ray, one env's settling) given raw
+// pointers to one env's data, so the CPU handler can loop over items and the CUDA handlers can share them out
+// over threads and warps.
 // No STL, exceptions or globals: the same code must compile as device code.
 //
 // Units: metres, degrees, seconds. Line order within an env: agent a's MODEL_LINES model lines at

@@ -85,15 +85,16 @@ jax.tree_util.register_dataclass(
 
 
 class Render(NamedTuple):
-    """What each agent sees: one ray per pixel column, R = res.
+    """What each viewing agent sees: one ray per pixel column, R = res; n_viewers is n_agents unless
+    `core.render` was asked for fewer.
 
     Attributes:
-        indices: (n_envs, n_agents, R) int32, the line each ray hit in the env's line order (agent a's model lines at
+        indices: (n_envs, n_viewers, R) int32, the line each ray hit in the env's line order (agent a's model lines at
             a*8 .. a*8+7, then the walls), -1 where it hit nothing.
-        locations: (n_envs, n_agents, R) float32, where along that line, in [0, 1] (0 for a miss).
-        dots: (n_envs, n_agents, R) float32, cosine between the ray and the line (0 for a miss).
-        distances: (n_envs, n_agents, R) float32 metres from the agent's centre (inf for a miss).
-        screen: (n_envs, n_agents, R, 3) float32 linear RGB in [0, 1] (black for a miss).
+        locations: (n_envs, n_viewers, R) float32, where along that line, in [0, 1] (0 for a miss).
+        dots: (n_envs, n_viewers, R) float32, cosine between the ray and the line (0 for a miss).
+        distances: (n_envs, n_viewers, R) float32 metres from the agent's centre (inf for a miss).
+        screen: (n_envs, n_viewers, R, 3) float32 linear RGB in [0, 1] (black for a miss).
     """
 
     indices: jax.Array
