@@ -17,7 +17,8 @@ from jaxstep.ffi import calls, reference
 from jaxstep.ffi.types import AGENT_RADIUS, AGENT_WIDTH, MODEL_LINES, Agents, Render, Scenery
 from jaxstep.spaces import check_int
 
-__all__ = ["AGENT_RADIUS", "AGENT_WIDTH", "MODEL_LINES", "Agents", "Render", "agents", "render", "physics"]
+__all__ = ["AGENT_RADIUS", "AGENT_WIDTH", "MODEL_LINES", "Agents", "Render", "agents", "render", "physics",
+           "closest_approach"]
 
 BACKENDS = ("ffi", "reference")
 MAX_RES = 1 << 16  # pixels; far beyond any useful image, but keeps output sizes sane
@@ -147,3 +148,31 @@ def physics(scenery: Scenery, agents: Agents, fps: float = 10.0, backend: str = 
     agents = _checked(scenery, agents)
     kernel = calls.physics if backend == "ffi" else reference.physics
     return kernel(scenery, agents, fps, AGENT_RADIUS)
+
+
+def closest_approach(before: jax.Array, move: jax.Array, progress: jax.Array) -> jax.Array:
+    """(n_envs, A, A) closest distance in metres between each pair of agents during a physics step; inf on the
+    diagonal. For checking the physics (no two agents that start apart should come within 2 * AGENT_RADIUS).
+
+    Reads the step as the physics does: each agent moves at its full velocity until its progress runs out, then
+    stands. before: positions (n_envs, A, 2) metres; move: velocity / fps (n_envs, A, 2), metres per step;
+    progress: (n_envs, A) from `physics`.
+    """
+    x_i, x_j = progress[:, :, None], progress[:, None, :]
+
+    def gap(t):
+        own = jnp.minimum(t, x_i)[..., None] * move[:, :, None]
+        other = jnp.minimum(t, x_j)[..., None] * move[:, None, :]
+        return before[:, :, None] - before[:, None] + own - other
+
+    # the gap moves in a straight line between the moments either agent stops
+    times = [jnp.zeros_like(x_i + x_j), jnp.minimum(x_i, x_j), jnp.maximum(x_i, x_j), jnp.ones_like(x_i + x_j)]
+    d = jnp.min(jnp.stack([_segment_distance(gap(a), gap(b)) for a, b in zip(times[:-1], times[1:], strict=True)]), 0)
+    return jnp.where(jnp.eye(before.shape[1], dtype=bool), jnp.inf, d)
+
+
+def _segment_distance(a: jax.Array, b: jax.Array) -> jax.Array:
+    """Distance from the origin to the segment a-b; a, b (..., 2)."""
+    ab = b - a
+    t = jnp.clip(-jnp.sum(a * ab, -1) / jnp.maximum(jnp.sum(ab * ab, -1), 1e-30), 0, 1)
+    return jnp.linalg.norm(a + t[..., None] * ab, axis=-1)

@@ -62,7 +62,7 @@ def main():
             angle = jax.random.uniform(jax.random.fold_in(key, 1), agents.positions.shape[:2], maxval=2 * jnp.pi)
             velocity = jnp.stack([jnp.cos(angle), jnp.sin(angle)], -1) * speed[..., None]
             before = agents.positions
-            agents, _ = core.physics(s, dataclasses.replace(agents, velocity=velocity))
+            agents, progress = core.physics(s, dataclasses.replace(agents, velocity=velocity))
             crossed = crossings(before, agents.positions, walls, valid).sum()
             gaps = jnp.linalg.norm(agents.positions[:, :, None] - agents.positions[:, None], axis=-1)
             gaps = gaps + jnp.eye(args.n_agents) * 1e3
@@ -70,9 +70,12 @@ def main():
             was = jnp.linalg.norm(before[:, :, None] - before[:, None], axis=-1) + jnp.eye(args.n_agents) * 1e3
             overlaps = ((gaps < 2 * AGENT_RADIUS * 0.99) & (gaps < was - 1e-6)).sum() // 2
             nonfinite = (~jnp.isfinite(agents.positions)).sum()
-            return (agents, failures + jnp.stack([crossed, overlaps, nonfinite])), None
+            # pairs that started apart and met during the step (ran into, or through, each other)
+            closest = core.closest_approach(before, velocity / 10.0, progress)  # core.physics's default fps
+            passes = ((closest < 2 * AGENT_RADIUS * 0.98) & (was >= 2 * AGENT_RADIUS)).sum() // 2
+            return (agents, failures + jnp.stack([crossed, overlaps, nonfinite, passes])), None
 
-        (agents, failures), _ = jax.lax.scan(step, (agents, jnp.zeros(3, jnp.int32)), jax.random.split(key, args.steps))
+        (agents, failures), _ = jax.lax.scan(step, (agents, jnp.zeros(4, jnp.int32)), jax.random.split(key, args.steps))
         return agents, failures
 
     start = time.perf_counter()
@@ -80,6 +83,7 @@ def main():
     result = dict(
         device=jax.devices()[0].device_kind, agent_steps=args.n_envs * args.n_agents * args.steps,
         wall_crossings=int(failures[0]), agent_overlaps=int(failures[1]), nonfinite_positions=int(failures[2]),
+        agent_passes=int(failures[3]),
         seconds=time.perf_counter() - start, n_envs=args.n_envs, n_agents=args.n_agents, speed=args.speed,
     )  # fmt: skip
     print(json.dumps(result))

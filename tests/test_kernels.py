@@ -433,3 +433,16 @@ def test_a_follower_stops_behind_a_leader_that_a_wall_stopped(backend, leader):
     assert x[follower] < x[leader] - 2 * radius, f"the follower stops behind the leader: {x}"
     assert x[follower] > 5.6, f"and close behind it, not held where it was: {x}"
     assert 0 < p[follower] < 1 and p[2] == 1, p
+
+
+def test_closest_approach_follows_agents_until_their_progress_runs_out():
+    before = jnp.asarray([[[0.0, 0.0], [1.0, 0.0]]])
+    move = jnp.asarray([[[1.0, 0.0], [-1.0, 0.0]]])  # head-on, swapping places over a full step
+    d = core.closest_approach(before, move, jnp.asarray([[1.0, 1.0]]))
+    np.testing.assert_allclose(d[0], [[np.inf, 0.0], [0.0, np.inf]], atol=1e-6)
+    # the first stops a quarter of the way in, the second runs on to where the first started: they pass at 0.25
+    d = core.closest_approach(before, move, jnp.asarray([[0.25, 1.0]]))
+    np.testing.assert_allclose(d[0, 0, 1], 0.0, atol=1e-6)
+    # both stop at a fifth: 0.6 apart at the end, and never nearer
+    d = core.closest_approach(before, move, jnp.asarray([[0.2, 0.2]]))
+    np.testing.assert_allclose(d[0, 0, 1], 0.6, atol=1e-6)

@@ -156,28 +156,6 @@ def _pair_distances(p):
     return jnp.where(jnp.eye(p.shape[1], dtype=bool), jnp.inf, d)
 
 
-def _segment_distance(a, b):
-    """Distance from the origin to the segment a-b; a, b (..., 2)."""
-    ab = b - a
-    t = jnp.clip(-jnp.sum(a * ab, -1) / jnp.maximum(jnp.sum(ab * ab, -1), 1e-30), 0, 1)
-    return jnp.linalg.norm(a + t[..., None] * ab, axis=-1)
-
-
-def _closest_approach(before, move, progress):
-    """(E, A, A) closest distance between agents during a step, each moving `move` (E, A, 2) metres per step at
-    full speed until its progress (E, A) runs out, then standing; inf on the diagonal."""
-    x_i, x_j = progress[:, :, None], progress[:, None, :]
-
-    def gap(t):
-        own = jnp.minimum(t, x_i)[..., None] * move[:, :, None]
-        other = jnp.minimum(t, x_j)[..., None] * move[:, None, :]
-        return before[:, :, None] - before[:, None] + own - other
-
-    times = [jnp.zeros_like(x_i + x_j), jnp.minimum(x_i, x_j), jnp.maximum(x_i, x_j), jnp.ones_like(x_i + x_j)]
-    d = jnp.min(jnp.stack([_segment_distance(gap(a), gap(b)) for a, b in zip(times[:-1], times[1:], strict=True)]), 0)
-    return jnp.where(jnp.eye(before.shape[1], dtype=bool), jnp.inf, d)
-
-
 def _drive(key, p, prev, walls: _Walls, nearest):
     """Velocities (E, A, 2) in m/s for agents at p (E, A, 2), whose nearest walls are `nearest` (E, A).
 
@@ -257,7 +235,7 @@ def _tunnel_rollout(backend: str = "ffi", n_envs: int = N_ENVS, steps: int = STE
             wall_crossings=walls.crossed(before, after),
             agent_overlaps=((pair_after < 2 * R) & (pair_before >= 2 * R)).any(-1),
             deep_agent_overlaps=(pair_after < 0.98 * 2 * R).any(-1),
-            agent_passes=((_closest_approach(before, velocity / FPS, progress) < 0.98 * 2 * R)
+            agent_passes=((core.closest_approach(before, velocity / FPS, progress) < 0.98 * 2 * R)
                           & (pair_before >= 2 * R)).any(-1),  # fmt: skip
             wall_overlaps=(wall_after < R) & (wall_before >= R),
             deep_wall_overlaps=wall_after < 0.98 * R,
