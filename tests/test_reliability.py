@@ -640,13 +640,13 @@ def _decided_by_rounding(geometries, agents, ffi_progress, ref_progress, atol) -
     - an agent at rest (a move under 1e-5 m) within 1.01 R of a wall: the test for "ending within r of the wall's
       middle" divides 0 by 0 (see test_an_agent_at_rest_beside_a_wall_can_turn);
 
-    and, only while the kernels have a pass that holds agents which would end inside each other (a `_settle` in the
-    reference; see docs/reliability.md):
+    and, since the kernels settle agents' progress against each other (`_settle` in the reference; see
+    docs/reliability.md):
 
     - an agent moving under 1e-5 m within 1.01 * 2R of another: whether it is held ("it would end closer to the
       other than it started") compares distances that differ by rounding;
-    - an agent that one backend holds (progress 0) in an env where another agent is in one of the cases above:
-      where that one ends decides whether this one is held.
+    - an agent whose progress differs in an env where another agent is in one of the cases above: where that one
+      stops decides where this one is cut short or held.
 
     Anything else is a real disagreement."""
     ffi_progress, ref_progress = np.asarray(ffi_progress), np.asarray(ref_progress)
@@ -663,12 +663,11 @@ def _decided_by_rounding(geometries, agents, ffi_progress, ref_progress, atol) -
     pairs = np.linalg.norm(positions[:, :, None] - positions[:, None], axis=-1) + np.eye(F_AGENTS) * 1e9
     at_rest |= still & (pairs.min(-1) < 1.01 * 2 * R)
     tossed = differ & (on_wall | stopped_before | at_rest)
-    # holds, round by round, from any agent that is a case above, whether or not its own answers differ
+    # settling passes a difference on, round by round, from any agent that is a case above
     uncertain = on_wall | aimed | at_rest
-    held = differ & (np.minimum(ffi_progress, ref_progress) == 0)
     for _ in range(F_AGENTS):
-        uncertain |= held & ((uncertain.sum(-1, keepdims=True) - uncertain) > 0)
-    return tossed | (held & uncertain)
+        uncertain |= differ & ((uncertain.sum(-1, keepdims=True) - uncertain) > 0)
+    return tossed | (differ & uncertain)
 
 
 def _compare_physics(geometries, s, agents) -> None:
