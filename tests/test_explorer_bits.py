@@ -3,7 +3,9 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 import jaxstep
 from jaxstep import core
@@ -11,20 +13,11 @@ from jaxstep.envs.explorer import count_bits, n_words, pack_bits, unpack_bits
 from jaxstep.ffi.types import MODEL_LINES
 from jaxstep.pytree import replace
 
-try:
-    from hypothesis import given, settings
-    from hypothesis import strategies as st
-    from hypothesis.extra import numpy as hnp
-except ImportError:  # property tests are skipped without hypothesis
-    given = None
-
 
 def property_test(strategy, examples=60):
-    """Runs a test over hypothesis-drawn examples, or skips it if hypothesis isn't installed."""
+    """Runs a test over hypothesis-drawn examples (hypothesis is a test dependency)."""
 
     def wrap(f):
-        if given is None:
-            return pytest.mark.skip(reason="needs hypothesis")(f)
         return settings(max_examples=examples, deadline=None)(given(strategy())(f))
 
     return wrap

@@ -2,6 +2,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from jaxstep import toys
 from jaxstep.geometry import (
@@ -26,20 +28,12 @@ from jaxstep.geometry import (
     validate,
 )
 
-try:
-    from hypothesis import given, settings
-    from hypothesis import strategies as st
-except ImportError:  # property tests are skipped without hypothesis
-    given = settings = st = None
-
 FIXTURES = Path(__file__).parent / 'fixtures'
 
 
 def property_test(strategy, examples=8):
-    """Runs a test over hypothesis-drawn seeds, or skips it if hypothesis isn't installed."""
+    """Runs a test over hypothesis-drawn seeds (hypothesis is a test dependency)."""
     def wrap(f):
-        if given is None:
-            return pytest.mark.skip(reason='needs hypothesis')(f)
         return settings(max_examples=examples, deadline=None)(given(strategy())(f))
     return wrap
 

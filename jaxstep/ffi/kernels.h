@@ -156,32 +156,33 @@ JS_FN float agent_collision(Vec p0, Vec v0, Vec p1, Vec v1, float radius) {
 JS_FN float wall_collision(Vec p, Vec v, Vec a, Vec b, float radius) {
   const float r = 1.001f * radius;
   const Vec ab = b - a;
+  const Projection start = project(a, ab, p), end = project(a, ab, p + v);
+  const float dp = start.d;
   float x = 1.f;
 
   // passing through the wall
   const Crossing mid = intersect(p, v, a, ab);
   if ((0.f < mid.s) & (mid.s < 1.f) & (0.f < mid.t) & (mid.t < 1.f)) {
-    x = fminf(x, sensibilize((1.f - r / project(a, ab, p).d) * mid.s));
+    x = fminf(x, sensibilize((1.f - r / dp) * mid.s));
   }
   // passing within r of either end
   x = fminf(x, point_collision(p, v, a, r));
   x = fminf(x, point_collision(p, v, b, r));
   // ending within r of the wall's middle, having come nearer
-  const Projection side = project(a, ab, p + v);
-  const float dp = project(a, ab, p).d;
-  if ((0.f < side.s) & (side.s < 1.f) & (side.d < r) & (side.d < dp)) {
-    x = fminf(x, sensibilize((dp - r) / (dp - side.d)));
+  if ((0.f < end.s) & (end.s < 1.f) & (end.d < r) & (end.d < dp)) {
+    x = fminf(x, sensibilize((dp - r) / (dp - end.d)));
   }
   // coming nearer than r to the wall's middle on the way to somewhere past its end (a graze): from the fraction
   // f at which the distance from the wall's line falls to r (0 if it already has), the first fraction g at which
   // the centre is beside the wall (its projection on the wall in [0, 1]), if the centre is then still within r of
   // the line. Signed distances, so a move that crosses the line counts too.
   const float u = length(ab) + 1.e-6f;
-  const float sign = cross(ab, p - a) < 0.f ? -1.f : 1.f;
-  const float sp = sign * cross(ab, p - a) / u, sq = sign * cross(ab, p + v - a) / u;
+  const float cp = cross(ab, p - a);
+  const float sign = cp < 0.f ? -1.f : 1.f;
+  const float sp = sign * cp / u, sq = sign * cross(ab, p + v - a) / u;
   if ((sq < sp) & (sq < r)) {
     const float f = fmaxf((sp - r) / (sp - sq), 0.f);
-    const float ap = project(a, ab, p).s, aq = project(a, ab, p + v).s;
+    const float ap = start.s, aq = end.s;
     const float af = ap + f * (aq - ap);
     float g = f;
     if (af > 1.f) g = aq < af ? (ap - 1.f) / (ap - aq) : 2.f;  // 2: not beside the wall during this move

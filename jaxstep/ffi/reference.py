@@ -166,21 +166,20 @@ def _wall_collision(p, v, a, b, radius):
     r = np.float32(1.001) * radius
     ab = b - a
     ms, mt = _intersect(p, v, a, ab)
-    _, dp = _project(a, ab, p)
+    ap, dp = _project(a, ab, p)
+    aq, sd = _project(a, ab, p + v)
     through = _sensibilize((1 - r / dp) * ms)
     x = jnp.where((0 < ms) & (ms < 1) & (0 < mt) & (mt < 1), through, np.float32(1))
     x = jnp.minimum(x, _point_collision(p, v, a, r))
     x = jnp.minimum(x, _point_collision(p, v, b, r))
-    ss, sd = _project(a, ab, p + v)
     side = _sensibilize((dp - r) / (dp - sd))
-    x = jnp.minimum(x, jnp.where((0 < ss) & (ss < 1) & (sd < r) & (sd < dp), side, np.float32(1)))
+    x = jnp.minimum(x, jnp.where((0 < aq) & (aq < 1) & (sd < r) & (sd < dp), side, np.float32(1)))
     # grazing: from where the distance from the wall's line falls to r (or has), the first point beside the wall
     u = _length(ab) + np.float32(1e-6)
-    sign = jnp.where(_cross(ab, p - a) < 0, np.float32(-1), np.float32(1))
-    sp, sq = sign * _cross(ab, p - a) / u, sign * _cross(ab, p + v - a) / u
+    cp = _cross(ab, p - a)
+    sign = jnp.where(cp < 0, np.float32(-1), np.float32(1))
+    sp, sq = sign * cp / u, sign * _cross(ab, p + v - a) / u
     f = jnp.maximum((sp - r) / (sp - sq), np.float32(0))
-    ap, _ = _project(a, ab, p)
-    aq, _ = _project(a, ab, p + v)
     af = ap + f * (aq - ap)
     two = np.float32(2)
     g = jnp.where(af > 1, jnp.where(aq < af, (ap - 1) / (ap - aq), two), f)
