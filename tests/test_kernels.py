@@ -435,6 +435,18 @@ def test_a_follower_stops_behind_a_leader_that_a_wall_stopped(backend, leader):
     assert 0 < p[follower] < 1 and p[2] == 1, p
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_follower_a_rounding_error_faster_than_its_leader_moves_freely(backend):
+    # a relative velocity of one float32 ulp (as a fused multiply-add can leave of equal velocities) must read as
+    # "never catches up", not as a collision at fraction 0
+    s = scene.scenery([toys.box()], n_agents=2)
+    faster = float(np.nextafter(np.float32(20.0), np.float32(np.inf)))
+    agents = moving([[[2.5, 3.5], [2.2, 3.5]]], [[[20.0, 0.0], [faster, 0.0]]])
+    moved, progress = core.physics(s, agents, 10.0, backend)
+    np.testing.assert_array_equal(progress, [[1.0, 1.0]])
+    np.testing.assert_allclose(np.asarray(moved.positions)[0, :, 0], [4.5, 4.2], atol=1e-5)
+
+
 def test_closest_approach_follows_agents_until_their_progress_runs_out():
     before = jnp.asarray([[[0.0, 0.0], [1.0, 0.0]]])
     move = jnp.asarray([[[1.0, 0.0], [-1.0, 0.0]]])  # head-on, swapping places over a full step

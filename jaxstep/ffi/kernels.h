@@ -138,13 +138,20 @@ JS_FN float sensibilize(float p) {
   return fmaxf(fminf(p * .99f, 1.f), 0.f);
 }
 
-// Largest fraction of a move `v` (metres this step) a disc of radius r at p can make before coming within
-// r of point q.
-JS_FN float point_collision(Vec p, Vec v, Vec q, float r) {
-  const Projection a = project(p, v, q);
-  if ((0.f < a.s) & (a.d < r)) return sensibilize(a.s - sqrtf(r * r - a.d * a.d) / length(v));
-  return 1.f;
+// Fraction of the move v (metres this step) from p at which p first comes within r of q; inf if it never does
+// (it passes wide, moves away or stands still). Along and across are taken in metres and divided by |v| once,
+// so a tiny v (say, the rounding left in the difference of two equal velocities) gives a huge fraction, not 0.
+JS_FN float first_contact(Vec p, Vec v, Vec q, float r) {
+  const float len = length(v);
+  const Vec pq = q - p;
+  const float along = dot(pq, v) / len, across = fabsf(cross(pq, v)) / len;
+  if (!((len > 0.f) & (0.f < along) & (across < r))) return INFINITY;
+  return (along - sqrtf(r * r - across * across)) / len;
 }
+
+// Largest fraction of a move `v` (metres this step) a disc of radius r at p can make before coming within
+// r of point q (inf, for no contact, clamps to 1).
+JS_FN float point_collision(Vec p, Vec v, Vec q, float r) { return sensibilize(first_contact(p, v, q, r)); }
 
 // Fraction of the move v0 an agent at p0 can make before touching an agent at p1 moving by v1.
 JS_FN float agent_collision(Vec p0, Vec v0, Vec p1, Vec v1, float radius) {
@@ -250,10 +257,7 @@ JS_FN float stop_short(float from, float contact) {
 // The fraction of the step at which agent i (at pi, moving vi metres per step) comes within `reach` of where
 // agent j (at pj, moving vj) stood still from fraction xj of the step on; inf if it never does.
 JS_FN float catch_up(Vec pi, Vec vi, Vec pj, Vec vj, float xj, float reach) {
-  const Vec q = pi + vi * xj, stand = pj + vj * xj;
-  const Projection c = project(q, vi, stand);
-  if ((0.f < c.s) & (c.d < reach)) return xj + c.s - sqrtf(reach * reach - c.d * c.d) / length(vi);
-  return INFINITY;
+  return xj + first_contact(pi + vi * xj, vi, pj + vj * xj, reach);
 }
 
 // Whether agents i and j, ending where `progress` takes them, end within 2 radius of each other and nearer than

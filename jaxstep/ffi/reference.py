@@ -156,10 +156,17 @@ def _sensibilize(p):
     return jnp.where(jnp.isnan(p), np.float32(0), jnp.maximum(jnp.minimum(p * np.float32(0.99), 1), 0))
 
 
+def _first_contact(p, v, q, r):
+    """Fraction of the move v from p at which p first comes within r of q; inf if never (see kernels.h)."""
+    length = _length(v)
+    pq = q - p
+    along, across = _dot(pq, v) / length, jnp.abs(_cross(pq, v)) / length
+    t = (along - jnp.sqrt(r * r - across * across)) / length
+    return jnp.where((length > 0) & (0 < along) & (across < r), t, INF)
+
+
 def _point_collision(p, v, q, r):
-    s, d = _project(p, v, q)
-    x = _sensibilize(s - jnp.sqrt(r * r - d * d) / _length(v))
-    return jnp.where((0 < s) & (d < r), x, np.float32(1))
+    return _sensibilize(_first_contact(p, v, q, r))
 
 
 def _wall_collision(p, v, a, b, radius):
@@ -215,9 +222,8 @@ def _settle(positions, velocity, progress, fps, radius):
         x0 = progress[i]
         q = positions[i] + v[i] * progress[:, None]
         stand = positions + v * progress[:, None]
-        s, d = _project(q, v[i], stand)
-        t = progress + s - jnp.sqrt(reach * reach - d * d) / _length(v[i])
-        catch = others[i] & (progress < x0) & (0 < s) & (d < reach)
+        t = progress + _first_contact(q, v[i], stand, reach)
+        catch = others[i] & (progress < x0) & (t < INF)
         short = progress + np.float32(0.99) * (t - progress)  # 1% short of the rest of the way
         short = jnp.where(jnp.isnan(short), np.float32(0), jnp.clip(short, 0, 1))
         x = jnp.minimum(x0, jnp.min(jnp.where(catch, short, INF)))
