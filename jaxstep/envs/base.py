@@ -175,7 +175,9 @@ class Env(Generic[State, Params]):
             raise ValueError(f"action: expected shape {shape} (n_envs, n_agents), got {action.shape}")
         if isinstance(action, np.ndarray):
             # values int32 cannot hold are out of range too: make them -1 rather than let them wrap
-            action = np.where((action < -1) | (action > np.iinfo(np.int32).max), -1, action)
+            # (in int64, which holds -1 whatever the input dtype; wrapped huge uint64 values are masked anyway)
+            out_of_range = (action < -1) | (action > np.iinfo(np.int32).max)
+            action = np.where(out_of_range, np.int64(-1), action.astype(np.int64))
         return jnp.asarray(action, jnp.int32)
 
     # --- looking at it ------------------------------------------------------------------------------------
