@@ -1,6 +1,12 @@
-"""Runs each CUDA kernel once on small inputs, for compute-sanitizer."""
+"""Runs each CUDA kernel once on small inputs, for compute-sanitizer.
+
+Run it with XLA_PYTHON_CLIENT_PREALLOCATE=false and XLA_PYTHON_CLIENT_ALLOCATOR=platform: each buffer is then its
+own allocation, which the sanitizer can follow (and initcheck need not track a preallocated pool). Exits non-zero
+unless it ran on a GPU, so a sanitizer run that fell back to the CPU cannot pass.
+"""
 
 import dataclasses
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -17,5 +23,9 @@ agents = dataclasses.replace(
 )
 moved, progress = core.physics(s, agents)
 view = core.render(s, moved, res=33)
-jax.block_until_ready((moved, progress, view))
-print("ok", float(progress.mean()), float(view.screen.mean()))
+# the masked path, and fewer viewers than agents
+masked = core.render(s, moved, res=33, n_viewers=2, mask=jnp.asarray(rng.uniform(size=(37, 2)) < 0.5))
+jax.block_until_ready((moved, progress, view, masked))
+platform = view.screen.devices().pop().platform
+print("ok", platform, float(progress.mean()), float(view.screen.mean()))
+sys.exit(0 if platform == "gpu" else f"ran on {platform}, not on a GPU")
