@@ -19,6 +19,7 @@ import platform
 import sys
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -255,7 +256,8 @@ def kernels(
     )
 
 
-def _env_row(name: str, n: int, steps: int, repeats: int) -> dict:
+def env_scan(name: str, n: int, steps: int) -> tuple[Any, Callable[[jax.Array], jax.Array]]:
+    """(env, run): run(key) resets `name` with n envs and takes `steps` random-action steps in a scan."""
     from jaxstep import envs as registry
 
     env = registry.make(name, n_envs=n)
@@ -270,6 +272,11 @@ def _env_row(name: str, n: int, steps: int, repeats: int) -> dict:
 
         return jax.lax.scan(step, state, jax.random.split(key, steps))[1]
 
+    return env, run
+
+
+def _env_row(name: str, n: int, steps: int, repeats: int) -> dict:
+    env, run = env_scan(name, n, steps)
     first, seconds, memory = _measure(jax.jit(run), (jax.random.PRNGKey(0),), repeats)
     rate = n * env.n_agents * steps / seconds
     return dict(env=name, n_envs=n, n_agents=env.n_agents, steps=steps, compile_seconds=first, seconds=seconds,

@@ -1,0 +1,32 @@
+"""Sums an `ncu --csv --metrics gpu__time_duration.sum` log by kernel name: microseconds per step, largest first."""
+
+import argparse
+import collections
+import csv
+import sys
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("csv")
+    parser.add_argument("--steps", type=int, required=True, help="env steps the profiled program ran in all")
+    parser.add_argument("--top", type=int, default=25)
+    args = parser.parse_args()
+    with open(args.csv) as f:
+        lines = [line for line in f if line.startswith('"')]  # drop the program's own output
+    totals, counts = collections.Counter(), collections.Counter()
+    for row in csv.DictReader(lines):
+        if row.get("Metric Name") != "gpu__time_duration.sum":
+            continue
+        scale = {"nsecond": 1e-3, "usecond": 1.0, "msecond": 1e3}[row["Metric Unit"]]
+        name = row["Kernel Name"][:90]
+        totals[name] += float(row["Metric Value"].replace(",", "")) * scale
+        counts[name] += 1
+    total = sum(totals.values())
+    print(f"{total / args.steps:10.1f} us per step on the GPU in {sum(counts.values())} kernels", file=sys.stdout)
+    for name, us in totals.most_common(args.top):
+        print(f"{us / args.steps:10.1f} us {counts[name] / args.steps:6.1f}x  {name}")
+
+
+if __name__ == "__main__":
+    main()
