@@ -18,7 +18,7 @@ def main() -> None:
     for row in csv.DictReader(lines):
         if row.get("Metric Name") != "gpu__time_duration.sum":
             continue
-        scale = {"nsecond": 1e-3, "usecond": 1.0, "msecond": 1e3}[row["Metric Unit"]]
+        scale = {"ns": 1e-3, "nsecond": 1e-3, "us": 1.0, "usecond": 1.0, "ms": 1e3, "msecond": 1e3}[row["Metric Unit"]]
         name = row["Kernel Name"][:90]
         totals[name] += float(row["Metric Value"].replace(",", "")) * scale
         counts[name] += 1
