@@ -450,6 +450,14 @@ def test_a_follower_a_rounding_error_faster_than_its_leader_moves_freely(backend
     np.testing.assert_allclose(np.asarray(moved.positions)[0, :, 0], [4.5, 4.2], atol=1e-5)
 
 
+def test_an_agents_own_model_lies_inside_its_near_plane():
+    # the kernels skip a viewer's own model lines on this ground (kernels.h, hidden_own_line): the farthest model
+    # point from the centre is MODEL_REACH = 0.0839 m, well inside the near plane at AGENT_RADIUS
+    reach = np.linalg.norm(reference.MODEL, axis=-1).max()
+    np.testing.assert_allclose(reach, core.AGENT_WIDTH / 2 * np.sqrt(1.25), rtol=1e-6)
+    assert reach < 0.8 * core.AGENT_RADIUS
+
+
 def test_closest_approach_follows_agents_until_their_progress_runs_out():
     before = jnp.asarray([[[0.0, 0.0], [1.0, 0.0]]])
     move = jnp.asarray([[[1.0, 0.0], [-1.0, 0.0]]])  # head-on, swapping places over a full step

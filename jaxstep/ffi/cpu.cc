@@ -37,6 +37,7 @@ ffi::Error Render(F32 angles, F32 positions, Bool mask, I32 env_geometry, F32 wa
       index.clear();
       ends.clear();
       for (int i = 0; i < n_lines; i++) {
+        if (hidden_own_line(view, i, radius)) continue;
         Vec a, b;
         scene_line(view.scene, view.angles, view.positions, A, i, &a, &b);
         if (!may_hit(wedge, a, b)) continue;

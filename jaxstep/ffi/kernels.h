@@ -543,6 +543,15 @@ JS_FN View view_of(const SceneryArrays& s, const float* angles, const float* pos
   return {env_scene(s, e), angles + e * n_agents, positions + 2 * e * n_agents, (int)(v % n_viewers)};
 }
 
+// Whether line i of a view's env is one of the viewer's own model lines, which no ray of its view can hit when
+// the near plane (radius) lies beyond the model: every model point is within MODEL_REACH of the centre (corner
+// (1, .5) scaled by AGENT_WIDTH / 2), and a hit must be farther than radius. Skipping them changes nothing.
+constexpr float MODEL_REACH = AGENT_WIDTH / 2.f * 1.1180340f;
+
+JS_FN bool hidden_own_line(const View& view, int i, float radius) {
+  return (i / MODEL_LINES == view.agent) & (radius > MODEL_REACH);
+}
+
 // Writes ray `item` = v * R + r of the outputs, shading its hit.
 JS_FN void store_ray(const View& view, int n_agents, RayHit hit, long item, RenderOutputs out) {
   out.indices[item] = hit.index;

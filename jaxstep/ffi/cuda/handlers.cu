@@ -40,7 +40,7 @@ __global__ void render_kernel(SceneryArrays s, const float* angles, const float*
   const int n_lines = scene_lines(view.scene, n_agents);
   for (int base = 0; base < n_lines; base += 32) {
     Vec a = {0.f, 0.f}, b = {0.f, 0.f};
-    const bool mine = base + lane < n_lines;
+    const bool mine = (base + lane < n_lines) && !hidden_own_line(view, base + lane, radius);
     if (mine) scene_line(view.scene, view.angles, view.positions, n_agents, base + lane, &a, &b);
     unsigned kept = __ballot_sync(0xffffffffu, mine && may_hit(wedge, a, b));
     while (kept) {
