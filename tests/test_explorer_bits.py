@@ -9,7 +9,7 @@ from hypothesis.extra import numpy as hnp
 
 import jaxstep
 from jaxstep import core
-from jaxstep.envs.explorer import count_bits, n_words, pack_bits, unpack_bits
+from jaxstep.envs.explorer import count_bits, n_words, pack_bits, scatter_bits, unpack_bits
 from jaxstep.ffi.types import MODEL_LINES
 from jaxstep.pytree import replace
 
@@ -43,6 +43,27 @@ def test_pack_bits_round_trips(bits):
     np.testing.assert_array_equal(words, np.packbits(padded, axis=-1, bitorder="little").view("<u4"))
     if bits.ndim == 2:
         np.testing.assert_array_equal(count_bits(words), bits.sum(-1, keepdims=True))
+
+
+def index_rows():
+    # rows of indices with repeats, and some outside [0, n) on both sides, for lengths around multiples of 32
+    sizes = st.tuples(st.integers(0, 70), st.integers(1, 4), st.integers(0, 12))
+    return sizes.flatmap(
+        lambda s: st.tuples(st.just(s[0]), hnp.arrays(np.int32, (s[1], s[2]), elements=st.integers(-3, s[0] + 3)))
+    )
+
+
+@property_test(index_rows)
+def test_scatter_bits_sets_exactly_the_bits_of_in_range_indices(case):
+    n, indices = case
+    expected = np.zeros((len(indices), n), bool)
+    for row, values in enumerate(indices):
+        for i in values:
+            if 0 <= i < n:
+                expected[row, i] = True
+    words = scatter_bits(jnp.asarray(indices), n)
+    assert words.dtype == jnp.uint32 and words.shape == (len(indices), n_words(n))
+    np.testing.assert_array_equal(words, pack_bits(jnp.asarray(expected)))
 
 
 def test_count_bits_of_full_words():

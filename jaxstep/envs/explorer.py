@@ -93,8 +93,7 @@ class Explorer(Env):
         start, width = s.texel_offsets[line], s.texel_offsets[line + 1] - s.texel_offsets[line]
         texel = start + jnp.minimum(jnp.floor(width * view.locations).astype(jnp.int32), width - 1)
         texel = jnp.where(is_wall, texel - first[:, None, None], self.max_texels)  # misses dropped below
-        envs = jnp.broadcast_to(jnp.arange(self.n_envs)[:, None, None], texel.shape)
-        return pack_bits(jnp.zeros((self.n_envs, self.max_texels), bool).at[envs, texel].set(True, mode="drop"))
+        return scatter_bits(texel.reshape(self.n_envs, -1), self.max_texels)
 
     def _outcome(self, state, seen_now, params):
         seen = state.seen | seen_now
@@ -121,6 +120,22 @@ def pack_bits(bits: jax.Array) -> jax.Array:
     bits = jnp.pad(bits, [(0, 0)] * (bits.ndim - 1) + [(0, 32 * n_words(n) - n)])
     words = bits.reshape(*bits.shape[:-1], n_words(n), 32).astype(jnp.uint32) << jnp.arange(32, dtype=jnp.uint32)
     return words.sum(-1, dtype=jnp.uint32)  # distinct powers of two: the sum is their or
+
+
+def scatter_bits(indices: jax.Array, n: int) -> jax.Array:
+    """int (rows, k) -> uint32 (rows, ceil(n / 32)), packed like `pack_bits`: bit i of a row is set iff i is
+    among the row's indices; indices outside [0, n) are dropped.
+
+    Straight into words, with no (rows, n) bool table: each row's indices are sorted so that repeats can be
+    dropped, and distinct bits of a word then add up to their or.
+    """
+    ordered = jnp.sort(indices, axis=-1)
+    first = jnp.concatenate([jnp.ones_like(ordered[:, :1], bool), ordered[:, 1:] != ordered[:, :-1]], axis=-1)
+    keep = first & (ordered >= 0) & (ordered < n)
+    index = jnp.where(keep, ordered, 0)
+    bits = jnp.where(keep, jnp.uint32(1) << (index % 32).astype(jnp.uint32), jnp.uint32(0))
+    rows = jnp.broadcast_to(jnp.arange(indices.shape[0])[:, None], indices.shape)
+    return jnp.zeros((indices.shape[0], n_words(n)), jnp.uint32).at[rows, index // 32].add(bits)
 
 
 def unpack_bits(words: jax.Array, n: int) -> jax.Array:
