@@ -19,13 +19,16 @@ import platform
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxstep import core, scene
+
+if TYPE_CHECKING:  # for annotations only: the envs are imported where they are used
+    from jaxstep.envs.base import Env
 
 
 def _geometries(name: str, count: int) -> list[dict]:
@@ -256,8 +259,9 @@ def kernels(
     )
 
 
-def env_scan(name: str, n: int, steps: int) -> tuple[Any, Callable[[jax.Array], jax.Array]]:
-    """(env, run): run(key) resets `name` with n envs and takes `steps` random-action steps in a scan."""
+def env_scan(name: str, n: int, steps: int) -> tuple[Env, Callable[[jax.Array], jax.Array]]:
+    """(env, run): run(key) resets `name` with n envs and takes `steps` random-action steps in a scan, returning
+    (steps,) float32 (each step's mean reward plus its observations' means, so that XLA keeps the render)."""
     from jaxstep import envs as registry
 
     env = registry.make(name, n_envs=n)

@@ -3,7 +3,8 @@
 import argparse
 import collections
 import csv
-import sys
+
+MICROSECONDS = {"ns": 1e-3, "nsecond": 1e-3, "us": 1.0, "usecond": 1.0, "ms": 1e3, "msecond": 1e3, "s": 1e6}
 
 
 def main() -> None:
@@ -18,14 +19,16 @@ def main() -> None:
     for row in csv.DictReader(lines):
         if row.get("Metric Name") != "gpu__time_duration.sum":
             continue
-        scale = {"ns": 1e-3, "nsecond": 1e-3, "us": 1.0, "usecond": 1.0, "ms": 1e3, "msecond": 1e3}[row["Metric Unit"]]
-        name = row["Kernel Name"][:90]
-        totals[name] += float(row["Metric Value"].replace(",", "")) * scale
+        unit = row["Metric Unit"]
+        if unit not in MICROSECONDS:
+            raise SystemExit(f"{args.csv}: unknown time unit {unit!r} (known: {sorted(MICROSECONDS)})")
+        name = row["Kernel Name"]
+        totals[name] += float(row["Metric Value"].replace(",", "")) * MICROSECONDS[unit]
         counts[name] += 1
     total = sum(totals.values())
-    print(f"{total / args.steps:10.1f} us per step on the GPU in {sum(counts.values())} kernels", file=sys.stdout)
+    print(f"{total / args.steps:10.1f} us per step on the GPU in {sum(counts.values())} kernels")
     for name, us in totals.most_common(args.top):
-        print(f"{us / args.steps:10.1f} us {counts[name] / args.steps:6.1f}x  {name}")
+        print(f"{us / args.steps:10.1f} us {counts[name] / args.steps:6.1f}x  {name[:100]}")
 
 
 if __name__ == "__main__":

@@ -1,10 +1,13 @@
 """Runs an env's random-action scan twice (compiled once), for a kernel profiler such as ncu.
 
-    ncu --csv --metrics gpu__time_duration.sum --clock-control none \\
-        python scripts/profile_step.py minimal --n-envs 65536 --steps 4 > minimal.csv
-    python scripts/ncu_summary.py minimal.csv --steps 8
+    XLA_FLAGS=--xla_gpu_enable_command_buffer= ncu --csv --metrics gpu__time_duration.sum --clock-control none \\
+        python scripts/profile_step.py minimal --n-envs 65536 --steps 50 > minimal.csv
+    python scripts/ncu_summary.py minimal.csv --steps 100
 
-Both runs are profiled, so pass `--steps` of twice this script's steps to the summary.
+Command buffers off: ncu cannot time the kernels of a CUDA graph with conditional nodes, which is what XLA makes
+of the scan. Both runs are profiled, so pass `--steps` of twice this script's steps to the summary. Everything
+the GPU runs is counted, the env's construction and each run's reset included: use enough steps that those
+are small beside them.
 """
 
 import argparse

@@ -1,18 +1,23 @@
 """Runs each CUDA kernel once on small inputs, for compute-sanitizer.
 
-Run it with XLA_PYTHON_CLIENT_PREALLOCATE=false and XLA_PYTHON_CLIENT_ALLOCATOR=platform: each buffer is then its
-own allocation, which the sanitizer can follow (and initcheck need not track a preallocated pool). Exits non-zero
+It sets XLA_PYTHON_CLIENT_PREALLOCATE=false and XLA_PYTHON_CLIENT_ALLOCATOR=platform unless they are set: each
+buffer is then its own allocation, which the sanitizer can follow (and initcheck need not track a preallocated
+pool). Exits non-zero
 unless it ran on a GPU, so a sanitizer run that fell back to the CPU cannot pass.
 """
 
 import dataclasses
+import os
 import sys
 
-import jax
-import jax.numpy as jnp
-import numpy as np
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # before jax starts its GPU client
+os.environ.setdefault("XLA_PYTHON_CLIENT_ALLOCATOR", "platform")
 
-from jaxstep import core, geometry, scene, toys
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from jaxstep import core, geometry, scene, toys  # noqa: E402
 
 geometries = [toys.box(), toys.column(), *geometry.floorplans(2)]
 s = scene.scenery([geometries[i % 4] for i in range(37)], n_agents=3)

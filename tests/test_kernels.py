@@ -458,6 +458,20 @@ def test_an_agents_own_model_lies_inside_its_near_plane():
     assert reach < 0.8 * core.AGENT_RADIUS
 
 
+@pytest.mark.parametrize("radius", [0.05, core.AGENT_RADIUS])
+def test_own_model_lines_are_seen_only_with_a_near_plane_inside_the_model(radius):
+    # with a near plane inside the model, the FFI must not skip the viewer's own lines: every ray then hits one
+    s = scene.scenery([toys.box()], n_agents=2)
+    agents = random_agents(np.random.default_rng(3), 1, 2, lo=2.5, hi=4.5)
+    half_width = float(np.tan(np.radians(130.0) / 2))
+    ffi = core.Render(*calls.render(s, agents, 32, half_width, radius))
+    ref = core.Render(*reference.render(s, agents, 32, half_width, radius))
+    assert_renders_close(ffi, ref)
+    indices = np.asarray(ffi.indices)[0]  # (viewer, ray)
+    own = indices // reference.MODEL_LINES == np.arange(2)[:, None]
+    assert own.all() if radius < 0.08 else not own.any()
+
+
 def test_closest_approach_follows_agents_until_their_progress_runs_out():
     before = jnp.asarray([[[0.0, 0.0], [1.0, 0.0]]])
     move = jnp.asarray([[[1.0, 0.0], [-1.0, 0.0]]])  # head-on, swapping places over a full step

@@ -1050,7 +1050,8 @@ def minimal_step():
     np.asarray([[255], [7], [3]], np.uint8), np.asarray([[-1], [7], [3]], np.int16),
     np.asarray([[-(2**31)], [2**31 - 1], [3]], np.int64),
     pytest.param(np.asarray([[2**32 + 3], [2**31], [3]], np.int64)),
-], ids=["uint8", "int16", "int64", "int64-beyond-int32"])  # fmt: skip
+    np.asarray([[2**32 - 1], [2**31], [3]], np.uint32), np.asarray([[2**64 - 1], [2**32 + 3], [3]], np.uint64),
+], ids=["uint8", "int16", "int64", "int64-beyond-int32", "uint32", "uint64"])  # fmt: skip
 def test_out_of_range_actions_of_other_integer_dtypes_are_flagged(minimal_step, actions):
     step, state = minimal_step
     with warnings.catch_warnings():

@@ -139,8 +139,9 @@ JS_FN float sensibilize(float p) {
 }
 
 // Fraction of the move v (metres this step) from p at which p first comes within r of q; inf if it never does
-// (it passes wide, moves away or stands still). Along and across are taken in metres and divided by |v| once,
-// so a tiny v (say, the rounding left in the difference of two equal velocities) gives a huge fraction, not 0.
+// (it passes wide, moves away or stands still); negative if p starts within r and is closing. Along and across
+// are taken in metres and divided by |v| once, so a tiny v (say, the rounding left in the difference of two
+// equal velocities) gives a huge fraction, not 0.
 JS_FN float first_contact(Vec p, Vec v, Vec q, float r) {
   const float len = length(v);
   const Vec pq = q - p;
