@@ -9,7 +9,7 @@ from hypothesis.extra import numpy as hnp
 
 import jaxstep
 from jaxstep import core
-from jaxstep.envs.explorer import count_bits, n_words, pack_bits, scatter_bits, unpack_bits
+from jaxstep.envs.explorer import count_bits, n_words, scatter_bits, unpack_bits
 from jaxstep.ffi.types import MODEL_LINES
 from jaxstep.pytree import replace
 
@@ -29,18 +29,23 @@ def bool_arrays():
     return shapes.flatmap(lambda s: hnp.arrays(bool, (*s[0], s[1])))
 
 
-@property_test(bool_arrays)
-def test_pack_bits_round_trips(bits):
+def pack_bits(bits: np.ndarray) -> np.ndarray:
+    """bool (..., n) -> uint32 (..., ceil(n / 32)), the packing of `ExplorerState.seen`: bit i % 32 (least
+    significant first) of word i // 32, padding zero, which is numpy's little-endian packing."""
     n = bits.shape[-1]
-    words = pack_bits(jnp.asarray(bits))
-    assert words.dtype == jnp.uint32 and words.shape == (*bits.shape[:-1], n_words(n)) and n_words(n) == -(-n // 32)
+    padded = np.zeros((*bits.shape[:-1], 32 * n_words(n)), bool)
+    padded[..., :n] = bits
+    return np.packbits(padded, axis=-1, bitorder="little").view("<u4")
+
+
+@property_test(bool_arrays)
+def test_unpack_bits_inverts_the_packing(bits):
+    n = bits.shape[-1]
+    words = jnp.asarray(pack_bits(bits))
+    assert words.shape == (*bits.shape[:-1], n_words(n)) and n_words(n) == -(-n // 32)
     back = unpack_bits(words, n)
     assert back.dtype == jnp.bool_ and back.shape == bits.shape
     np.testing.assert_array_equal(back, bits)
-    # bit i % 32 (least significant first) of word i // 32, padding zero: numpy's little-endian packing
-    padded = np.zeros((*bits.shape[:-1], 32 * n_words(n)), bool)
-    padded[..., :n] = bits
-    np.testing.assert_array_equal(words, np.packbits(padded, axis=-1, bitorder="little").view("<u4"))
     if bits.ndim == 2:
         np.testing.assert_array_equal(count_bits(words), bits.sum(-1, keepdims=True))
 
@@ -63,7 +68,7 @@ def test_scatter_bits_sets_exactly_the_bits_of_in_range_indices(case):
                 expected[row, i] = True
     words = scatter_bits(jnp.asarray(indices), n)
     assert words.dtype == jnp.uint32 and words.shape == (len(indices), n_words(n))
-    np.testing.assert_array_equal(words, pack_bits(jnp.asarray(expected)))
+    np.testing.assert_array_equal(words, pack_bits(expected))
 
 
 def test_count_bits_of_full_words():

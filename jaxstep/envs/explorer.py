@@ -114,17 +114,9 @@ def n_words(n: int) -> int:
     return -(-n // 32)
 
 
-def pack_bits(bits: jax.Array) -> jax.Array:
-    """bool (..., n) -> uint32 (..., ceil(n / 32)): bit i % 32 (least significant first) of word i // 32 is bits[i]."""
-    n = bits.shape[-1]
-    bits = jnp.pad(bits, [(0, 0)] * (bits.ndim - 1) + [(0, 32 * n_words(n) - n)])
-    words = bits.reshape(*bits.shape[:-1], n_words(n), 32).astype(jnp.uint32) << jnp.arange(32, dtype=jnp.uint32)
-    return words.sum(-1, dtype=jnp.uint32)  # distinct powers of two: the sum is their or
-
-
 def scatter_bits(indices: jax.Array, n: int) -> jax.Array:
-    """int (rows, k) -> uint32 (rows, ceil(n / 32)), packed like `pack_bits`: bit i of a row is set iff i is
-    among the row's indices; indices outside [0, n) are dropped.
+    """int (rows, k) -> uint32 (rows, ceil(n / 32)), packed like `ExplorerState.seen`: bit i of a row is set iff
+    i is among the row's indices; indices outside [0, n) are dropped.
 
     Straight into words, with no (rows, n) bool table: each row's indices are sorted so that repeats can be
     dropped, and distinct bits of a word then add up to their or.
@@ -139,7 +131,7 @@ def scatter_bits(indices: jax.Array, n: int) -> jax.Array:
 
 
 def unpack_bits(words: jax.Array, n: int) -> jax.Array:
-    """uint32 (..., w) -> bool (..., n), the inverse of `pack_bits` (n <= 32 * w)."""
+    """uint32 (..., w) -> bool (..., n): the bits packed like `ExplorerState.seen` (n <= 32 * w)."""
     bits = (words[..., None] >> jnp.arange(32, dtype=jnp.uint32)) & 1
     return bits.reshape(*words.shape[:-1], 32 * words.shape[-1])[..., :n].astype(bool)
 
