@@ -58,6 +58,38 @@ def test_many_agents_per_env_cuda_matches_cpu():
     assert_renders_close(jax.device_get(core.render(s_gpu, a_gpu, res=16)), core.render(s_cpu, a_cpu, res=16))
 
 
+@pytest.mark.parametrize("n_agents", [1, 2, 3, 5])
+def test_physics_in_a_small_geometry_cuda_matches_cpu(n_agents):
+    # a box's 4 walls and few agents: fewer than 32 threads per agent, several agents sharing a warp, and a last
+    # warp only partly filled (1001 envs)
+    s = scene.scenery([toys.box()] * 1001, n_agents=n_agents)
+    agents = random_agents(np.random.default_rng(n_agents), 1001, n_agents, lo=1.2, hi=5.8)
+    agents = dataclasses.replace(agents, velocity=agents.velocity * 10)  # into the walls often
+    (s_gpu, a_gpu), (s_cpu, a_cpu) = both((s, agents))
+    gpu, cpu = jax.device_get(core.physics(s_gpu, a_gpu)), jax.device_get(core.physics(s_cpu, a_cpu))
+    assert_physics_close(gpu, cpu)
+    assert (gpu[1] < 1).mean() > 0.1, "the walls should stop many agents"
+
+
+@pytest.mark.parametrize("res, n_viewers", [(100, 3), (33, 1), (32, 5), (7, 2)])
+def test_render_views_chunks_and_batches_cuda_match_cpu(res, n_viewers):
+    # every way a warp's index splits into batch element, env, viewer and chunk of 32 rays, the last chunk partial
+    geometries = mixed_geometries(17)
+    s = scene.scenery([geometries[i % 4] for i in range(37)], n_agents=5)
+    rng = np.random.default_rng(res)
+    agents = jax.tree.map(lambda *xs: jnp.stack(xs), *[random_agents(rng, 37, 5) for _ in range(3)])
+    mask = jnp.asarray(rng.random((3, 37, n_viewers)) < 0.8)
+
+    def views(s, agents, mask):
+        return jax.vmap(lambda a, m: core.render(s, a, res=res, n_viewers=n_viewers, mask=m))(agents, mask)
+
+    gpu = jax.device_get(jax.jit(views)(*on("gpu", (s, agents, mask))))
+    cpu = jax.device_get(jax.jit(views)(*on("cpu", (s, agents, mask))))
+    assert gpu.indices.shape == (3, 37, n_viewers, res)
+    assert_renders_close(gpu, cpu)
+    np.testing.assert_array_equal(gpu.indices[~np.asarray(mask)], -1)
+
+
 def test_bake_cuda_matches_cpu():
     geometries = mixed_geometries(12)
     with jax.default_device(jax.devices("gpu")[0]):

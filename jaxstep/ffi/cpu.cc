@@ -30,10 +30,10 @@ ffi::Error Render(F32 angles, F32 positions, Bool mask, I32 env_geometry, F32 wa
       continue;
     }
     const int n_lines = scene_lines(view.scene, A);
+    const Viewpoint eye = viewpoint(view.angles, view.positions, view.agent);
     for (int first = 0; first < R; first += CHUNK) {
       const int last = std::min(first + CHUNK, R);
-      const Wedge wedge = ray_wedge(load_vec(view.positions + 2 * view.agent), view.angles[view.agent], first, last,
-                                    R, half_width);
+      const Wedge wedge = ray_wedge(eye, first, last, R, half_width);
       index.clear();
       ends.clear();
       for (int i = 0; i < n_lines; i++) {
@@ -46,7 +46,7 @@ ffi::Error Render(F32 angles, F32 positions, Bool mask, I32 env_geometry, F32 wa
         ends.push_back(b);
       }
       for (int r = first; r < last; r++) {
-        const Ray ray = make_ray(view.angles, view.positions, view.agent, r, R, half_width, radius);
+        const Ray ray = make_ray(eye, r, R, half_width, radius);
         RayHit best = no_hit();
         float best_s = INFINITY;
         for (size_t k = 0; k < index.size(); k++) {

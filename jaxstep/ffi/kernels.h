@@ -44,7 +44,13 @@ struct Rotation {
 
 JS_FN Rotation rotation(float degrees) {
   const float radians = degrees * 0.017453292519943295f;
+#ifdef __CUDA_ARCH__
+  Rotation r;
+  sincosf(radians, &r.s, &r.c);  // one argument reduction for both
+  return r;
+#else
   return {cosf(radians), sinf(radians)};
+#endif
 }
 
 JS_FN Vec rotate(Rotation r, Vec v) { return {r.c * v.x - r.s * v.y, r.s * v.x + r.c * v.y}; }
@@ -65,11 +71,22 @@ struct Crossing {
   float s, t;
 };
 
-JS_FN Crossing intersect(Vec P, Vec U, Vec Q, Vec V) {
-  const float UxV = cross(U, V);
-  if (fabsf(UxV) < 1.e-3f) return {INFINITY, INFINITY};
+// `intersect` before its divisions: s = ns / den, t = nt / den.
+struct CrossingTerms {
+  float ns, nt, den;
+};
+
+JS_FN CrossingTerms crossing_terms(Vec P, Vec U, Vec Q, Vec V) {
   const Vec PQ = Q - P;
-  return {cross(PQ, V) / UxV, cross(PQ, U) / UxV};
+  return {cross(PQ, V), cross(PQ, U), cross(U, V)};
+}
+
+JS_FN bool nearly_parallel(float den) { return fabsf(den) < 1.e-3f; }
+
+JS_FN Crossing intersect(Vec P, Vec U, Vec Q, Vec V) {
+  const CrossingTerms c = crossing_terms(P, U, Q, V);
+  if (nearly_parallel(c.den)) return {INFINITY, INFINITY};
+  return {c.ns / c.den, c.nt / c.den};
 }
 
 // Q projected onto the infinite line P + sU: s is the fraction along U, d the distance from the line.
@@ -350,10 +367,24 @@ struct RayHit {
 JS_FN RayHit no_hit() { return {-1, 0.f, 0.f, INFINITY}; }
 
 // Keeps the nearer of the best hit so far and line `index` (a-b). `s` is in units of the ray's length.
+// Whether the crossing `c` surely fails consider_line's test: t outside [0, 1], s behind a non-negative near plane,
+// or s beyond best_s. Multiplications instead of divisions, with margins far wider than rounding, so that it
+// never rejects a crossing the exact test would keep; NaNs are never rejected.
+JS_FN bool surely_missed(CrossingTerms c, float near, float best_s) {
+  const float sign = c.den < 0.f ? -1.f : 1.f;
+  const float den = fabsf(c.den), ns = sign * c.ns, nt = sign * c.nt;
+  const float tiny = 1.e-30f * den;  // below it a quotient could round to -0, which counts as 0
+  const float far = best_s * den;    // inf for no hit yet; den > 0 once not parallel
+  return nearly_parallel(c.den) | (nt < -tiny) | (nt > 1.0001f * den) | ((near >= 0.f) & (ns < -tiny)) |
+         (ns > far + 1.e-4f * fabsf(far));
+}
+
 JS_FN void consider_line(Vec p, Vec u, float ulen, float near, int index, Vec a, Vec b, RayHit* best,
                          float* best_s) {
   const Vec v = b - a;
-  const Crossing q = intersect(p, u, a, v);
+  const CrossingTerms c = crossing_terms(p, u, a, v);
+  if (surely_missed(c, near, *best_s)) return;  // most lines: their divisions skipped
+  const Crossing q = {c.ns / c.den, c.nt / c.den};
   const bool hit = (0.f <= q.t) & (q.t <= 1.f);
   // the 1e-4 margin stops z-fighting between lines that meet
   const bool nearer = (near < q.s) & (q.s < *best_s - 1.e-4f);
@@ -372,12 +403,21 @@ struct Ray {
   float ulen, near;
 };
 
-// Ray r of R from agent `a` of one env. angles: (n_agents,), positions: (n_agents, 2).
-JS_FN Ray make_ray(const float* angles, const float* positions, int a, int r, int R, float half_width,
-                   float radius) {
-  const Vec u = rotate(rotation(angles[a]), ray_direction(r, R, half_width));
+// A viewer's position and facing, which every ray of its view starts from.
+struct Viewpoint {
+  Vec p;
+  Rotation facing;
+};
+
+JS_FN Viewpoint viewpoint(const float* angles, const float* positions, int a) {
+  return {load_vec(positions + 2 * a), rotation(angles[a])};
+}
+
+// Ray r of R from a viewer.
+JS_FN Ray make_ray(Viewpoint eye, int r, int R, float half_width, float radius) {
+  const Vec u = rotate(eye.facing, ray_direction(r, R, half_width));
   const float ulen = length(u);
-  return {load_vec(positions + 2 * a), u, ulen, radius / ulen};
+  return {eye.p, u, ulen, radius / ulen};
 }
 
 // Endpoints of line i of one env, in the env's line order (agents' model lines, then walls).
@@ -404,12 +444,12 @@ struct Wedge {
   Vec p, lo, hi;
 };
 
-JS_FN Wedge ray_wedge(Vec p, float angle, int first, int last, int R, float half_width) {
-  const float spacing = 2.f * half_width / (float)R;
-  const float margin = fmaxf(spacing, 1.e-3f);
-  const Rotation rot = rotation(angle);
-  const Vec lo = ray_direction(last - 1, R, half_width), hi = ray_direction(first, R, half_width);
-  return {p, rotate(rot, Vec{1.f, lo.y - margin}), rotate(rot, Vec{1.f, hi.y + margin})};
+JS_FN Wedge ray_wedge(Viewpoint eye, int first, int last, int R, float half_width) {
+  // one division: the edges need not round as ray_direction does, since the margin is a whole ray's spacing
+  const float step = half_width / (float)R;  // half a ray's spacing
+  const float margin = fmaxf(2.f * step, 1.e-3f);
+  const float lo = (float)(R - 2 * (last - 1) - 1) * step, hi = (float)(R - 2 * first - 1) * step;
+  return {eye.p, rotate(eye.facing, Vec{1.f, lo - margin}), rotate(eye.facing, Vec{1.f, hi + margin})};
 }
 
 // False only if no ray inside the wedge can meet the segment a-b: a separating axis exists among the wedge's
@@ -446,12 +486,14 @@ JS_FN Filter texture_filter(float x, int width) {
   return {l, r, rd / (ld + rd), ld / (ld + rd)};
 }
 
-// Colour (linear RGB) of a hit: (1 - dot^2) * light * filtered texel colour. Model lines are lit on the fly
+struct Colour {
+  float r, g, b;  // linear RGB
+};
+
+// Colour of a hit: (1 - dot^2) * light * filtered texel colour; black for none. Model lines are lit on the fly
 // (occluded by walls only); walls use their baked light.
-JS_FN void shade(const EnvScene& scene, const float* angles, const float* positions, int n_agents, RayHit hit,
-                 float* rgb) {
-  rgb[0] = rgb[1] = rgb[2] = 0.f;
-  if (hit.index < 0) return;
+JS_FN Colour shade(const EnvScene& scene, const float* angles, const float* positions, int n_agents, RayHit hit) {
+  if (hit.index < 0) return {0.f, 0.f, 0.f};
   const int first_wall = n_agents * MODEL_LINES;
   const bool is_model = hit.index < first_wall;
   const int* offsets = is_model ? scene.model_texels + hit.index % MODEL_LINES
@@ -469,9 +511,9 @@ JS_FN void shade(const EnvScene& scene, const float* angles, const float* positi
     light = f.lw * scene.baked[start + f.l] + f.rw * scene.baked[start + f.r];
   }
   const float k = (1.f - hit.dot * hit.dot) * light;
-  for (int c = 0; c < 3; c++) {
-    rgb[c] = k * (f.lw * scene.texels[3 * (start + f.l) + c] + f.rw * scene.texels[3 * (start + f.r) + c]);
-  }
+  const float* l = scene.texels + 3 * (start + f.l);
+  const float* r = scene.texels + 3 * (start + f.r);
+  return {k * (f.lw * l[0] + f.rw * r[0]), k * (f.lw * l[1] + f.rw * r[1]), k * (f.lw * l[2] + f.rw * r[2])};
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -492,22 +534,23 @@ struct SceneryArrays {
   long n_envs, n_geometries, n_walls, n_lights, n_texels;
 };
 
-JS_FN long clamp_index(long i, long lo, long hi) { return i < lo ? lo : (i > hi ? hi : i); }
+// Offsets are int32 (so are the buffers that hold them), so the clamping is done in int, not long.
+JS_FN int clamp_index(int i, int lo, int hi) { return i < lo ? lo : (i > hi ? hi : i); }
 
-// The scene of flat env e. An out-of-range geometry index gives an empty scene rather than a bad read.
-JS_FN EnvScene env_scene(const SceneryArrays& s, long e) {
-  const long b = e / s.n_envs, G = s.n_geometries;
-  const long g = s.env_geometry[e];
+// The scene of geometry g in batch element b. An out-of-range geometry index gives an empty scene rather than
+// a bad read.
+JS_FN EnvScene geometry_scene(const SceneryArrays& s, long b, int g) {
+  const long G = s.n_geometries;
   const bool valid = (g >= 0) & (g < G);
   const int* wall_offsets = s.wall_offsets + b * (G + 1);
-  const long w0 = valid ? clamp_index(wall_offsets[g], 0, s.n_walls) : 0;
-  const long w1 = valid ? clamp_index(wall_offsets[g + 1], w0, s.n_walls) : 0;
+  const int w0 = valid ? clamp_index(wall_offsets[g], 0, (int)s.n_walls) : 0;
+  const int w1 = valid ? clamp_index(wall_offsets[g + 1], w0, (int)s.n_walls) : 0;
   EnvScene scene = {s.walls + 4 * (b * s.n_walls + w0), (int)(w1 - w0), nullptr, 0, nullptr, nullptr, nullptr,
                     nullptr};
   if (s.lights) {
     const int* light_offsets = s.light_offsets + b * (G + 1);
-    const long l0 = valid ? clamp_index(light_offsets[g], 0, s.n_lights) : 0;
-    const long l1 = valid ? clamp_index(light_offsets[g + 1], l0, s.n_lights) : 0;
+    const int l0 = valid ? clamp_index(light_offsets[g], 0, (int)s.n_lights) : 0;
+    const int l1 = valid ? clamp_index(light_offsets[g + 1], l0, (int)s.n_lights) : 0;
     scene.lights = s.lights + 3 * (b * s.n_lights + l0);
     scene.n_lights = (int)(l1 - l0);
   }
@@ -520,6 +563,9 @@ JS_FN EnvScene env_scene(const SceneryArrays& s, long e) {
   }
   return scene;
 }
+
+// The scene of flat env e.
+JS_FN EnvScene env_scene(const SceneryArrays& s, long e) { return geometry_scene(s, e / s.n_envs, s.env_geometry[e]); }
 
 // Views are rendered for the first n_viewers agents of each env only.
 struct RenderOutputs {
@@ -538,10 +584,17 @@ struct View {
   int agent;
 };
 
+// The view of agent `agent` of flat env e, which is in batch element b = e / n_envs (passed in, since the CUDA
+// kernel has a faster division).
+JS_FN View view_at(const SceneryArrays& s, const float* angles, const float* positions, int n_agents, long b, long e,
+                   int agent) {
+  return {geometry_scene(s, b, s.env_geometry[e]), angles + e * n_agents, positions + 2 * e * n_agents, agent};
+}
+
 JS_FN View view_of(const SceneryArrays& s, const float* angles, const float* positions, int n_agents,
                    int n_viewers, long v) {
   const long e = v / n_viewers;
-  return {env_scene(s, e), angles + e * n_agents, positions + 2 * e * n_agents, (int)(v % n_viewers)};
+  return view_at(s, angles, positions, n_agents, e / s.n_envs, e, (int)(v % n_viewers));
 }
 
 // Whether line i of a view's env is one of the viewer's own model lines, which no ray of its view can hit when
@@ -550,7 +603,7 @@ JS_FN View view_of(const SceneryArrays& s, const float* angles, const float* pos
 constexpr float MODEL_REACH = AGENT_WIDTH / 2.f * 1.1180340f;
 
 JS_FN bool hidden_own_line(const View& view, int i, float radius) {
-  return (i / MODEL_LINES == view.agent) & (radius > MODEL_REACH);
+  return (i / MODEL_LINES == view.agent) & (radius > 1.001f * MODEL_REACH);  // a margin over rounding
 }
 
 // Writes ray `item` = v * R + r of the outputs, shading its hit.
@@ -559,7 +612,10 @@ JS_FN void store_ray(const View& view, int n_agents, RayHit hit, long item, Rend
   out.locations[item] = hit.location;
   out.dots[item] = hit.dot;
   out.distances[item] = hit.distance;
-  shade(view.scene, view.angles, view.positions, n_agents, hit, out.screen + 3 * item);
+  const Colour c = shade(view.scene, view.angles, view.positions, n_agents, hit);
+  out.screen[3 * item] = c.r;
+  out.screen[3 * item + 1] = c.g;
+  out.screen[3 * item + 2] = c.b;
 }
 
 // Progress of agent `item` = e * n_agents + a (over every stride'th wall and agent from `first`).

@@ -16,24 +16,46 @@ ffi::Error launch_status() {
   return ffi::Error::Internal(std::string("CUDA launch failed: ") + cudaGetErrorString(err));
 }
 
+// Division by a divisor fixed for a launch, as a multiply-high, an add and a shift (Granlund and Montgomery):
+// exact for dividends below 2^31, which the launches check. A general integer division costs about twenty
+// instructions on a GPU, and each warp of the render kernel needs three.
+struct Divisor {
+  unsigned d, mul, shift;
+  __device__ unsigned operator()(unsigned x) const { return (__umulhi(x, mul) + x) >> shift; }
+};
+
+Divisor divisor(long d) {
+  unsigned shift = 0;
+  while ((1ull << shift) < (unsigned long long)d) shift++;
+  const auto mul = (1ull << 32) * ((1ull << shift) - d) / d + 1;
+  return {(unsigned)d, (unsigned)mul, shift};
+}
+
+constexpr long MAX_DIVIDEND = 1l << 31;
+
 // A warp per 32 rays of one view. Its lanes first take 32 lines each round, keep those that may meet the
 // warp's wedge of rays (a ballot), then every lane considers the kept lines in order, their endpoints passed
 // round by shuffles. Lanes past the view's last ray help with the culling and write nothing.
-__global__ void render_kernel(SceneryArrays s, const float* angles, const float* positions, const bool* mask,
-                              int n_agents, int n_viewers, int R, int chunks, float half_width, float radius,
-                              long warps, RenderOutputs out) {
+// At most 64 registers a thread (4 blocks of 256 per SM), so that more warps hide the latency of the loads.
+__global__ void __launch_bounds__(BLOCK, 4)
+    render_kernel(SceneryArrays s, const float* angles, const float* positions, const bool* mask, int n_agents,
+                  int R, Divisor per_view, Divisor per_env, Divisor per_batch, float half_width, float radius,
+                  long warps, RenderOutputs out) {
   const long w = ((long)blockIdx.x * blockDim.x + threadIdx.x) / 32;
   const int lane = threadIdx.x % 32;
   if (w >= warps) return;  // whole warps leave together
-  const long v = w / chunks;
-  const int first = (int)(w % chunks) * 32, last = min(first + 32, R), r = first + lane;
-  const View view = view_of(s, angles, positions, n_agents, n_viewers, v);
-  if (!mask[v]) {  // a view not wanted: left empty
-    if (r < R) store_ray(view, n_agents, no_hit(), v * R + r, out);
+  const unsigned v = per_view(w), e = per_env(v);  // per_view: chunks of 32 rays; per_env: views
+  const int first = (int)(w - v * per_view.d) * 32, last = min(first + 32, R), r = first + lane;
+  const View view = view_at(s, angles, positions, n_agents, per_batch(e), e, (int)(v - e * per_env.d));
+  // loaded before the branch, so that these loads and the scene's go out together
+  const bool wanted = mask[v];
+  const Viewpoint eye = viewpoint(view.angles, view.positions, view.agent);
+  if (!wanted) {  // a view not wanted: left empty
+    if (r < R) store_ray(view, n_agents, no_hit(), (long)v * R + r, out);
     return;
   }
-  const Ray ray = make_ray(view.angles, view.positions, view.agent, r, R, half_width, radius);
-  const Wedge wedge = ray_wedge(ray.p, view.angles[view.agent], first, last, R, half_width);
+  const Ray ray = make_ray(eye, r, R, half_width, radius);
+  const Wedge wedge = ray_wedge(eye, first, last, R, half_width);
 
   RayHit best = no_hit();
   float best_s = INFINITY;
@@ -51,19 +73,36 @@ __global__ void render_kernel(SceneryArrays s, const float* angles, const float*
       consider_line(ray.p, ray.u, ray.ulen, ray.near, base + k, ka, kb, &best, &best_s);
     }
   }
-  if (r < R) store_ray(view, n_agents, finish_hit(best, best_s, ray.ulen), v * R + r, out);
+  if (r < R) store_ray(view, n_agents, finish_hit(best, best_s, ray.ulen), (long)v * R + r, out);
 }
 
-// A warp per agent: its lanes share out the walls and other agents, then take the min. Progress is written
-// to its own buffer, so the inputs are all read before `advance_kernel` (next on the stream) overwrites them.
+// LANES threads (a power of two, at most 32) per agent: they share out the walls and other agents, then take
+// the min. A template parameter, so that the divisions by it are shifts. Progress is written to its own buffer,
+// so the inputs are all read before `advance_kernel` (next on the stream) overwrites them.
+template <int LANES>
 __global__ void progress_kernel(SceneryArrays s, const float* positions, const float* velocity, int n_agents, long n,
                                 float fps, float radius, float* progress) {
-  const long i = ((long)blockIdx.x * blockDim.x + threadIdx.x) / 32;
-  const int lane = threadIdx.x % 32;
-  if (i >= n) return;  // whole warps leave together
-  float x = progress_item(s, positions, velocity, n_agents, fps, radius, i, lane, 32);
-  for (int offset = 16; offset > 0; offset /= 2) x = fminf(x, __shfl_xor_sync(0xffffffff, x, offset));
-  if (lane == 0) progress[i] = x;
+  const long i = ((long)blockIdx.x * blockDim.x + threadIdx.x) / LANES;
+  const int lane = threadIdx.x % LANES;
+  // no early return for agents past the last: their lanes still take part in the warp's shuffles
+  float x = i < n ? progress_item(s, positions, velocity, n_agents, fps, radius, i, lane, LANES) : 1.f;
+  for (int offset = LANES / 2; offset > 0; offset /= 2) x = fminf(x, __shfl_xor_sync(0xffffffff, x, offset));
+  if ((i < n) & (lane == 0)) progress[i] = x;
+}
+
+// Threads per agent in `progress_kernel`: enough for one wall or other agent each (the packed wall count bounds
+// any geometry's), so that small geometries do not leave most of a warp idle.
+int progress_lanes(long n_walls, long n_agents) {
+  const long work = n_walls + n_agents - 1;
+  int lanes = 1;
+  while (lanes < 32 && lanes < work) lanes *= 2;
+  return lanes;
+}
+
+template <int LANES>
+void launch_progress(cudaStream_t stream, const PhysicsCall& c, long n, float fps, float radius) {
+  progress_kernel<LANES><<<blocks_for(LANES * n), BLOCK, 0, stream>>>(
+      c.scenery, c.positions, c.velocity, (int)c.agents.n_agents, n, fps, radius, c.progress);
 }
 
 // A thread per env: settles its agents' progress, then moves them.
@@ -93,9 +132,13 @@ ffi::Error Render(cudaStream_t stream, F32 angles, F32 positions, Bool mask, I32
                                    screen, &c));
   const long chunks = (c.R + 31) / 32, warps = c.views() * chunks;
   if (warps == 0) return ffi::Error::Success();
+  if (warps >= MAX_DIVIDEND) {
+    return ffi::Error::InvalidArgument("render: " + std::to_string(c.views()) + " views of " + std::to_string(c.R) +
+                                       " rays is more than one call can take; split the batch");
+  }
   render_kernel<<<blocks_for(32 * warps), BLOCK, 0, stream>>>(
-      c.scenery, angles.typed_data(), positions.typed_data(), c.mask, (int)c.agents.n_agents, (int)c.n_viewers,
-      (int)c.R, (int)chunks, half_width, radius, warps, c.out);
+      c.scenery, angles.typed_data(), positions.typed_data(), c.mask, (int)c.agents.n_agents, (int)c.R,
+      divisor(chunks), divisor(c.n_viewers), divisor(c.scenery.n_envs), half_width, radius, warps, c.out);
   return launch_status();
 }
 
@@ -107,8 +150,14 @@ ffi::Error Physics(cudaStream_t stream, F32 angles, F32 positions, F32 velocity,
                                     angles_out, positions_out, velocity_out, angvelocity_out, progress, &c));
   const long n = c.agents.batch * c.agents.n_envs * c.agents.n_agents;
   if (n == 0) return ffi::Error::Success();
-  progress_kernel<<<blocks_for(32 * n), BLOCK, 0, stream>>>(c.scenery, c.positions, c.velocity,
-                                                           (int)c.agents.n_agents, n, fps, radius, c.progress);
+  switch (progress_lanes(c.scenery.n_walls, c.agents.n_agents)) {
+    case 1: launch_progress<1>(stream, c, n, fps, radius); break;
+    case 2: launch_progress<2>(stream, c, n, fps, radius); break;
+    case 4: launch_progress<4>(stream, c, n, fps, radius); break;
+    case 8: launch_progress<8>(stream, c, n, fps, radius); break;
+    case 16: launch_progress<16>(stream, c, n, fps, radius); break;
+    default: launch_progress<32>(stream, c, n, fps, radius);
+  }
   const long envs = c.agents.batch * c.agents.n_envs;
   advance_kernel<<<blocks_for(envs), BLOCK, 0, stream>>>(c.angles, c.positions, c.velocity, c.angvelocity,
                                                          (int)c.agents.n_agents, envs, fps, radius, c.progress,
