@@ -3,6 +3,7 @@
 import csv
 import dataclasses
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -144,6 +145,19 @@ def test_lstm_forgets_where_episodes_reset():
     fresh = agent.apply(params, obs, agent.initial_carry(6), jnp.zeros(6, bool))[0]
     np.testing.assert_allclose(a[reset], fresh[reset], atol=1e-6)
     assert not np.allclose(a[~reset], fresh[~reset])
+
+
+@pytest.mark.parametrize("width, size, stride", [(64, 5, 2), (16, 5, 2), (7, 5, 2), (9, 3, 1), (3, 5, 3)])
+def test_width_conv_is_flax_conv(width, size, stride):
+    x = jax.random.normal(jax.random.PRNGKey(0), (4, width, 3))
+    conv = heads.WidthConv(8, size, stride)
+    params = conv.init(jax.random.PRNGKey(1), x)
+    flax_conv = nn.Conv(8, (size,), strides=stride)
+    # the same parameters from the same key, and the same result
+    flax_params = flax_conv.init(jax.random.PRNGKey(1), x)
+    jax.tree.map(np.testing.assert_array_equal, params, flax_params)
+    params = jax.tree.map(lambda p: p + jax.random.normal(jax.random.PRNGKey(2), p.shape), params)  # a bias too
+    np.testing.assert_allclose(conv.apply(params, x), flax_conv.apply(params, x), rtol=1e-5, atol=1e-5)
 
 
 def test_intake_rejects_unsupported_spaces():

@@ -110,6 +110,7 @@ class Train(NamedTuple):
     env: envs.Env  # on one device
     n_updates: int
     n_devices: int = 1
+    collect: Any = None  # update's rollout half alone (one device), for measuring where the time goes
 
 
 def _flat(tree, B):
@@ -212,10 +213,16 @@ def make_train(config: PPOConfig, axis_name: str | None = None) -> Train:
         (params, opt_state), metrics = jax.lax.scan(epoch, (params, opt_state), jax.random.split(key, config.epochs))
         return params, opt_state, jax.tree.map(jnp.mean, metrics)
 
-    def update(state: TrainState) -> tuple[TrainState, dict]:
+    def collect(state: TrainState) -> tuple[TrainState, Transition, Any, jax.Array]:
+        """config.rollout steps of every env: the state after them, the transitions (T, B, ...), the carry they
+        started from and the values (B,) of the observations they ended on."""
         carry0 = state.carry
         state, rollout = jax.lax.scan(act, state, None, length=config.rollout)
         _, bootstrap, _ = agent.apply(state.params, state.obs, state.carry, state.done)
+        return state, rollout, carry0, bootstrap
+
+    def update(state: TrainState) -> tuple[TrainState, dict]:
+        state, rollout, carry0, bootstrap = collect(state)
         key, learn_key = jax.random.split(state.key)
         params, opt_state, metrics = learn(state.params, state.opt_state, learn_key, rollout, carry0, bootstrap)
         s = state.stats
@@ -237,7 +244,7 @@ def make_train(config: PPOConfig, axis_name: str | None = None) -> Train:
     def train(key) -> tuple[TrainState, dict]:
         return jax.lax.scan(lambda s, _: update(s), init(key), None, length=n_updates)
 
-    return Train(init, update, train, agent, env, n_updates)
+    return Train(init, update, train, agent, env, n_updates, collect=collect)
 
 
 def make_sharded_train(config: PPOConfig, devices=None) -> Train:
