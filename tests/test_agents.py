@@ -115,6 +115,19 @@ def test_bfloat16_agent_computes_close_to_float32():
     assert not np.array_equal(carry16[1], carry32[1]), "bfloat16 rounding shows"
 
 
+def test_bfloat16_rollouts_store_what_the_network_sees():
+    config = PPOConfig(env="waypoint", n_envs=4, rollout=3, dtype="bfloat16", total_steps=10**6)
+    train = make_train(config)
+    state = train.init(jax.random.PRNGKey(0))
+    _, rollout, _, _ = train.collect(state)
+    assert {x.dtype for x in jax.tree.leaves(rollout.obs)} == {jnp.dtype(jnp.bfloat16)}
+    # the intakes cast observations to bfloat16 themselves, so storing them so changes nothing
+    cast = jax.tree.map(lambda x: x.astype(jnp.bfloat16), state.obs)
+    carry, reset = state.carry, state.done
+    jax.tree.map(np.testing.assert_array_equal, train.agent.apply(state.params, state.obs, carry, reset),
+                 train.agent.apply(state.params, cast, carry, reset))  # fmt: skip
+
+
 @pytest.mark.parametrize("recurrent", [True, False])
 def test_unroll_equals_stepping_the_agent(recurrent):
     # unroll runs the intake over the whole sequence at once; the result must not depend on that

@@ -142,6 +142,12 @@ def make_train(config: PPOConfig, axis_name: str | None = None) -> Train:
         return TrainState(params, optimiser.init(params), env_state, obs, jnp.ones(B, bool), carry, key,
                           jnp.int32(0), stats)  # fmt: skip
 
+    def stored(obs: dict) -> dict:
+        """Observations as the rollout keeps them: in the network's dtype, which its intakes cast them to anyway
+        (so bfloat16 halves the rollout's memory and changes nothing)."""
+        dtype = jnp.dtype(config.dtype)
+        return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, obs)
+
     def act(state: TrainState, _):
         key, act_key = jax.random.split(state.key)
         logits, value, carry = agent.apply(state.params, state.obs, state.carry, state.done)
@@ -165,7 +171,7 @@ def make_train(config: PPOConfig, axis_name: str | None = None) -> Train:
             s.finished_length + jnp.where(done, ep_length, 0.0).sum(),
         )  # fmt: skip
         log_prob = heads.log_prob(logits, action)
-        transition = Transition(state.obs, state.done, action, log_prob, value, reward_in, discount)
+        transition = Transition(stored(state.obs), state.done, action, log_prob, value, reward_in, discount)
         state = dataclasses.replace(state, env_state=env_state, obs=_flat(ts.obs, B), done=done, carry=carry,
                                     key=key, stats=stats)  # fmt: skip
         return state, transition
