@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Before/after benchmark in one run: builds .before/ (an earlier commit's tree) and then this tree, each as the
 # editable install in turn, and runs the same `jaxstep bench` commands on both (each argument one command line).
-# Results go to $OUT (default ./ab-results) as <kind>_before.json and <kind>_after.json.
+# Results go to $OUT (default ./ab-results) as <kind>_before.json and <kind>_after.json, <kind> being each
+# command's first word (so give each kind once).
 #
 #   rm -rf .before && mkdir .before && git archive REF | tar -x -C .before   # here; .before is git-ignored
 #   bash scripts/ab_bench.sh "kernels --backends ffi --n-envs 8192 32768 --res 256" "envs --envs minimal"

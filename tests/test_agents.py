@@ -160,17 +160,23 @@ def test_lstm_forgets_where_episodes_reset():
     assert not np.allclose(a[~reset], fresh[~reset])
 
 
-@pytest.mark.parametrize("width, size, stride", [(64, 5, 2), (16, 5, 2), (7, 5, 2), (9, 3, 1), (3, 5, 3)])
-def test_width_conv_is_flax_conv(width, size, stride):
+@pytest.mark.parametrize("width, size, stride, dtype", [(64, 5, 2, jnp.float32), (16, 5, 2, jnp.float32),
+                                                        (7, 5, 2, jnp.float32), (9, 3, 1, jnp.float32),
+                                                        (3, 5, 3, jnp.float32), (11, 2, 4, jnp.float32),
+                                                        (64, 5, 2, jnp.bfloat16)])  # fmt: skip
+def test_width_conv_is_flax_conv(width, size, stride, dtype):
     x = jax.random.normal(jax.random.PRNGKey(0), (4, width, 3))
-    conv = heads.WidthConv(8, size, stride)
+    conv = heads.WidthConv(8, size, stride, dtype=dtype)
     params = conv.init(jax.random.PRNGKey(1), x)
-    flax_conv = nn.Conv(8, (size,), strides=stride)
+    flax_conv = nn.Conv(8, (size,), strides=stride, dtype=dtype)
     # the same parameters from the same key, and the same result
     flax_params = flax_conv.init(jax.random.PRNGKey(1), x)
     jax.tree.map(np.testing.assert_array_equal, params, flax_params)
     params = jax.tree.map(lambda p: p + jax.random.normal(jax.random.PRNGKey(2), p.shape), params)  # a bias too
-    np.testing.assert_allclose(conv.apply(params, x), flax_conv.apply(params, x), rtol=1e-5, atol=1e-5)
+    ours, theirs = conv.apply(params, x), flax_conv.apply(params, x)
+    assert ours.dtype == theirs.dtype == dtype
+    tol = 1e-5 if dtype == jnp.float32 else 0.05
+    np.testing.assert_allclose(ours.astype(np.float32), theirs.astype(np.float32), rtol=tol, atol=tol)
 
 
 def test_intake_rejects_unsupported_spaces():

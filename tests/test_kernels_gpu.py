@@ -58,7 +58,7 @@ def test_many_agents_per_env_cuda_matches_cpu():
     assert_renders_close(jax.device_get(core.render(s_gpu, a_gpu, res=16)), core.render(s_cpu, a_cpu, res=16))
 
 
-@pytest.mark.parametrize("n_agents", [1, 2, 3, 5])
+@pytest.mark.parametrize("n_agents", [1, 2, 3, 5, 9])  # 4, 8, 8, 8 and 16 threads per agent
 def test_physics_in_a_small_geometry_cuda_matches_cpu(n_agents):
     # a box's 4 walls and few agents: fewer than 32 threads per agent, several agents sharing a warp, and a last
     # warp only partly filled (1001 envs)
@@ -79,12 +79,17 @@ def test_render_views_chunks_and_batches_cuda_match_cpu(res, n_viewers):
     rng = np.random.default_rng(res)
     agents = jax.tree.map(lambda *xs: jnp.stack(xs), *[random_agents(rng, 37, 5) for _ in range(3)])
     mask = jnp.asarray(rng.random((3, 37, n_viewers)) < 0.8)
+    # each batch element its own assignment of geometries to envs, so that a wrong batch index shows
+    env_geometry = jnp.stack([jnp.asarray(rng.permutation(np.asarray(s.env_geometry))) for _ in range(3)])
 
-    def views(s, agents, mask):
-        return jax.vmap(lambda a, m: core.render(s, a, res=res, n_viewers=n_viewers, mask=m))(agents, mask)
+    def views(s, env_geometry, agents, mask):
+        def one(g, a, m):
+            return core.render(dataclasses.replace(s, env_geometry=g), a, res=res, n_viewers=n_viewers, mask=m)
 
-    gpu = jax.device_get(jax.jit(views)(*on("gpu", (s, agents, mask))))
-    cpu = jax.device_get(jax.jit(views)(*on("cpu", (s, agents, mask))))
+        return jax.vmap(one)(env_geometry, agents, mask)
+
+    gpu = jax.device_get(jax.jit(views)(*on("gpu", (s, env_geometry, agents, mask))))
+    cpu = jax.device_get(jax.jit(views)(*on("cpu", (s, env_geometry, agents, mask))))
     assert gpu.indices.shape == (3, 37, n_viewers, res)
     assert_renders_close(gpu, cpu)
     np.testing.assert_array_equal(gpu.indices[~np.asarray(mask)], -1)

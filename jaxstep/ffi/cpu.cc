@@ -50,9 +50,9 @@ ffi::Error Render(F32 angles, F32 positions, Bool mask, I32 env_geometry, F32 wa
         RayHit best = no_hit();
         float best_s = INFINITY;
         for (size_t k = 0; k < index.size(); k++) {
-          consider_line(ray.p, ray.u, ray.ulen, ray.near, index[k], ends[2 * k], ends[2 * k + 1], &best, &best_s);
+          consider_line(ray.p, ray.u, ray.near, index[k], ends[2 * k], ends[2 * k + 1], &best, &best_s);
         }
-        store_ray(view, A, finish_hit(best, best_s, ray.ulen), v * R + r, c.out);
+        store_ray(view, A, finish_hit(best, best_s, ray.u, ray.ulen), v * R + r, c.out);
       }
     }
   }

@@ -360,16 +360,17 @@ JS_FN Vec ray_direction(int r, int R, float half_width) {
 struct RayHit {
   int index;       // line hit, in the env's line order; -1 for none
   float location;  // fraction along the line, in [0, 1]
-  float dot;       // cosine between the ray and the line
-  float distance;  // metres from the agent's centre; inf for none
+  float dot;       // cosine between the ray and the line (set by finish_hit)
+  float distance;  // metres from the agent's centre; inf for none (set by finish_hit)
+  Vec line;        // the line's direction b - a, kept during the search for finish_hit's cosine
 };
 
-JS_FN RayHit no_hit() { return {-1, 0.f, 0.f, INFINITY}; }
+JS_FN RayHit no_hit() { return {-1, 0.f, 0.f, INFINITY, {0.f, 0.f}}; }
 
-// Keeps the nearer of the best hit so far and line `index` (a-b). `s` is in units of the ray's length.
 // Whether the crossing `c` surely fails consider_line's test: t outside [0, 1], s behind a non-negative near plane,
 // or s beyond best_s. Multiplications instead of divisions, with margins far wider than rounding, so that it
-// never rejects a crossing the exact test would keep; NaNs are never rejected.
+// never rejects a crossing the exact test would keep (a NaN term fails its own comparisons, so it rejects
+// nothing the exact test would keep either).
 JS_FN bool surely_missed(CrossingTerms c, float near, float best_s) {
   const float sign = c.den < 0.f ? -1.f : 1.f;
   const float den = fabsf(c.den), ns = sign * c.ns, nt = sign * c.nt;
@@ -379,8 +380,8 @@ JS_FN bool surely_missed(CrossingTerms c, float near, float best_s) {
          (ns > far + 1.e-4f * fabsf(far));
 }
 
-JS_FN void consider_line(Vec p, Vec u, float ulen, float near, int index, Vec a, Vec b, RayHit* best,
-                         float* best_s) {
+// Keeps the nearer of the best hit so far and line `index` (a-b). `s` is in units of the ray's length.
+JS_FN void consider_line(Vec p, Vec u, float near, int index, Vec a, Vec b, RayHit* best, float* best_s) {
   const Vec v = b - a;
   const CrossingTerms c = crossing_terms(p, u, a, v);
   if (surely_missed(c, near, *best_s)) return;  // most lines: their divisions skipped
@@ -392,8 +393,7 @@ JS_FN void consider_line(Vec p, Vec u, float ulen, float near, int index, Vec a,
     *best_s = q.s;
     best->index = index;
     best->location = q.t;
-    // only for hits: a sqrt and a division saved. Clamped: rounding can put a grazing hit's cosine past 1
-    best->dot = fmaxf(fminf(dot(u, v) / (ulen * length(v) + 1.e-6f), 1.f), -1.f);
+    best->line = v;  // the cosine waits for the nearest line: a sqrt and a division per nearer hit saved
   }
 }
 
@@ -465,9 +465,13 @@ JS_FN bool may_hit(const Wedge& w, Vec a, Vec b) {
   return true;
 }
 
-// The hit's distance, once every line has been considered. `best_s` is in units of the ray's length.
-JS_FN RayHit finish_hit(RayHit best, float best_s, float ulen) {
-  if (best.index >= 0) best.distance = best_s * ulen;
+// The hit's distance and cosine, once every line has been considered. `best_s` is in units of the ray's length.
+JS_FN RayHit finish_hit(RayHit best, float best_s, Vec u, float ulen) {
+  if (best.index >= 0) {
+    best.distance = best_s * ulen;
+    // clamped: rounding can put a grazing hit's cosine past 1
+    best.dot = fmaxf(fminf(dot(u, best.line) / (ulen * length(best.line) + 1.e-6f), 1.f), -1.f);
+  }
   return best;
 }
 
@@ -483,7 +487,8 @@ JS_FN Filter texture_filter(float x, int width) {
   const int r = (int)fminf(y, (float)(width - 1));
   const float ld = fabsf(y - (l + 1)) + 1.e-3f;
   const float rd = fabsf(y - (r + 1)) + 1.e-3f;
-  return {l, r, rd / (ld + rd), ld / (ld + rd)};
+  const float inv = 1.f / (ld + rd);  // one division for both weights
+  return {l, r, rd * inv, ld * inv};
 }
 
 struct Colour {

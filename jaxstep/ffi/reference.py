@@ -312,7 +312,8 @@ def _filter(x, width):
     r = jnp.minimum(y, (width - 1).astype(jnp.float32)).astype(jnp.int32)
     ld = jnp.abs(y - (l + 1).astype(jnp.float32)) + np.float32(1e-3)
     rd = jnp.abs(y - (r + 1).astype(jnp.float32)) + np.float32(1e-3)
-    return l, r, rd / (ld + rd), ld / (ld + rd)
+    inv = 1 / (ld + rd)  # one division for both weights, as the kernels do
+    return l, r, rd * inv, ld * inv
 
 
 def _env_render(scenery: Scenery, angles, positions, g, res, half_width, radius, n_viewers):

@@ -46,10 +46,14 @@ __global__ void __launch_bounds__(BLOCK, 4)
   if (w >= warps) return;  // whole warps leave together
   const unsigned v = per_view(w), e = per_env(v);  // per_view: chunks of 32 rays; per_env: views
   const int first = (int)(w - v * per_view.d) * 32, last = min(first + 32, R), r = first + lane;
-  const View view = view_at(s, angles, positions, n_agents, per_batch(e), e, (int)(v - e * per_env.d));
-  // loaded before the branch, so that these loads and the scene's go out together
+  const int agent = (int)(v - e * per_env.d);
+  // the loads everything else waits on, written first so that they go out together with the scene's
   const bool wanted = mask[v];
-  const Viewpoint eye = viewpoint(view.angles, view.positions, view.agent);
+  const long i = (long)e * n_agents + agent;
+  const float angle = angles[i];
+  const Vec p = load_vec(positions + 2 * i);
+  const View view = view_at(s, angles, positions, n_agents, per_batch(e), e, agent);
+  const Viewpoint eye = {p, rotation(angle)};
   if (!wanted) {  // a view not wanted: left empty
     if (r < R) store_ray(view, n_agents, no_hit(), (long)v * R + r, out);
     return;
@@ -70,10 +74,10 @@ __global__ void __launch_bounds__(BLOCK, 4)
       kept &= kept - 1;
       const Vec ka = {__shfl_sync(0xffffffffu, a.x, k), __shfl_sync(0xffffffffu, a.y, k)};
       const Vec kb = {__shfl_sync(0xffffffffu, b.x, k), __shfl_sync(0xffffffffu, b.y, k)};
-      consider_line(ray.p, ray.u, ray.ulen, ray.near, base + k, ka, kb, &best, &best_s);
+      consider_line(ray.p, ray.u, ray.near, base + k, ka, kb, &best, &best_s);
     }
   }
-  if (r < R) store_ray(view, n_agents, finish_hit(best, best_s, ray.ulen), (long)v * R + r, out);
+  if (r < R) store_ray(view, n_agents, finish_hit(best, best_s, ray.u, ray.ulen), (long)v * R + r, out);
 }
 
 // LANES threads (a power of two, at most 32) per agent: they share out the walls and other agents, then take
