@@ -1,17 +1,21 @@
-"""Top source lines of an ncu source-page CSV, by warp stall samples and by instructions executed.
+"""Where a kernel's instructions and stalls go, from ncu's per-instruction (SASS) source page.
 
     XLA_FLAGS=--xla_gpu_enable_command_buffer= ncu --kernel-name regex:render_kernel --launch-skip 2 \\
-        --launch-count 1 --section SourceCounters --import-source yes -o render \\
-        python scripts/profile_step.py minimal --n-envs 65536
-    ncu -i render.ncu-rep --page source --csv --print-source cuda > render_source.csv
-    python scripts/ncu_source.py render_source.csv
+        --launch-count 1 --section SourceCounters -o render python scripts/profile_step.py minimal --n-envs 65536
+    ncu -i render.ncu-rep --page source --csv --print-source sass > render_sass.csv
+    python scripts/ncu_source.py render_sass.csv --warps 131072
 
-The CUDA build carries -lineinfo, so the samples map to lines of kernels.h and handlers.cu.
+The SASS page carries the metrics (ncu's CUDA-source page came back without them for this build). Prints
+instructions executed and stall samples by opcode, then the hottest instructions in program order; with
+`--warps` (the launch's warp count: rays / 32 for the render kernel), instruction counts are per warp.
 """
 
 import argparse
+import collections
 import csv
 import io
+
+EXECUTED, STALLS = "Instructions Executed", "Warp Stall Sampling (All Samples)"
 
 
 def number(text: str) -> float:
@@ -21,29 +25,41 @@ def number(text: str) -> float:
         return 0.0
 
 
+def opcode(sass: str) -> str:
+    words = sass.split()
+    if words and words[0].startswith("@"):  # a predicate guard
+        words = words[1:]
+    return words[0].split(".")[0] if words else ""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("csv")
+    parser.add_argument("--warps", type=float, default=1.0, help="divide instruction counts by this")
     parser.add_argument("--top", type=int, default=40)
     args = parser.parse_args()
     text = open(args.csv, errors="replace").read()
-    start = text.find('"#"') if '"#"' in text else text.find('"Line')
-    rows = list(csv.DictReader(io.StringIO(text[max(start, 0) :])))
-    if not rows:
-        print(text[:2000])
-        return
-    columns = list(rows[0])
-    print("columns:", columns)
-    source = next((c for c in columns if c.lower() in ("source", "source code")), columns[1])
-    for key in ("Warp Stall Sampling (All Samples)", "Instructions Executed"):
-        column = next((c for c in columns if c.startswith(key)), None)
-        if column is None:
-            continue
-        total = sum(number(r[column]) for r in rows) or 1.0
-        print(f"\n== {column}: total {total:.4g}")
-        for r in sorted(rows, key=lambda r: -number(r[column]))[: args.top]:
-            line = r.get("#", r.get("Line", ""))
-            print(f"{100 * number(r[column]) / total:6.2f}%  {line:>5}  {r[source].strip()[:110]}")
+    start = text.find('"Address"')
+    if start < 0:
+        raise SystemExit(f"{args.csv}: no per-instruction table (expected ncu --page source --print-source sass)")
+    rows = list(csv.DictReader(io.StringIO(text[start:])))
+    executed = [number(r[EXECUTED]) / args.warps for r in rows]
+    stalls = [number(r[STALLS]) for r in rows]
+    total_executed, total_stalls = sum(executed) or 1.0, sum(stalls) or 1.0
+    print(f"{len(rows)} instructions; executed {total_executed:.6g}, stall samples {total_stalls:.0f}")
+
+    by_opcode = collections.defaultdict(lambda: [0.0, 0.0])
+    for r, e, s in zip(rows, executed, stalls, strict=True):
+        by_opcode[opcode(r["Source"])][0] += e
+        by_opcode[opcode(r["Source"])][1] += s
+    print("\nopcode      executed  stalls")
+    for name, (e, s) in sorted(by_opcode.items(), key=lambda kv: -kv[1][0])[:20]:
+        print(f"{name:10s} {100 * e / total_executed:8.1f}% {100 * s / total_stalls:6.1f}%")
+
+    hottest = sorted(range(len(rows)), key=lambda i: -stalls[i])[: args.top]
+    print("\nhottest by stall samples, in program order (index, executed, samples, instruction)")
+    for i in sorted(hottest):
+        print(f"{i:6d} {executed[i]:10.4g} {stalls[i]:6.0f}  {rows[i]['Source'].strip()[:90]}")
 
 
 if __name__ == "__main__":

@@ -83,10 +83,12 @@ JS_FN CrossingTerms crossing_terms(Vec P, Vec U, Vec Q, Vec V) {
 
 JS_FN bool nearly_parallel(float den) { return fabsf(den) < 1.e-3f; }
 
+JS_FN Crossing divided(CrossingTerms c) { return {c.ns / c.den, c.nt / c.den}; }
+
 JS_FN Crossing intersect(Vec P, Vec U, Vec Q, Vec V) {
   const CrossingTerms c = crossing_terms(P, U, Q, V);
   if (nearly_parallel(c.den)) return {INFINITY, INFINITY};
-  return {c.ns / c.den, c.nt / c.den};
+  return divided(c);
 }
 
 // Q projected onto the infinite line P + sU: s is the fraction along U, d the distance from the line.
@@ -385,7 +387,7 @@ JS_FN void consider_line(Vec p, Vec u, float near, int index, Vec a, Vec b, RayH
   const Vec v = b - a;
   const CrossingTerms c = crossing_terms(p, u, a, v);
   if (surely_missed(c, near, *best_s)) return;  // most lines: their divisions skipped
-  const Crossing q = {c.ns / c.den, c.nt / c.den};
+  const Crossing q = divided(c);
   const bool hit = (0.f <= q.t) & (q.t <= 1.f);
   // the 1e-4 margin stops z-fighting between lines that meet
   const bool nearer = (near < q.s) & (q.s < *best_s - 1.e-4f);
