@@ -450,6 +450,28 @@ def test_a_follower_a_rounding_error_faster_than_its_leader_moves_freely(backend
     np.testing.assert_allclose(np.asarray(moved.positions)[0, :, 0], [4.5, 4.2], atol=1e-5)
 
 
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**31 - 1))
+def test_walls_just_beside_a_move_stop_it_as_the_reference_says(seed):
+    # the kernels skip walls outside a box around each move (kernels.h, sweep_box); the reference checks every wall.
+    # One short wall per env, scattered about the move's box edges, so many lie just inside or just outside it.
+    rng = np.random.default_rng(seed)
+    n = 128
+    p = rng.uniform(4, 6, (n, 2))
+    v = rng.normal(size=(n, 2))
+    v *= rng.uniform(0.01, 2.0, (n, 1)) / np.linalg.norm(v, axis=1, keepdims=True)  # metres this step (fps = 1)
+    centre = p + rng.uniform(-0.4, 1.4, (n, 1)) * v + rng.normal(size=(n, 2)) * 0.2
+    d = rng.normal(size=(n, 2))
+    d *= rng.uniform(0.01, 0.4, (n, 1)) / np.linalg.norm(d, axis=1, keepdims=True)
+    walls = np.stack([centre - d, centre + d], 1)
+    s = scene.scenery([dict(walls=walls[i : i + 1], lights=np.zeros((0, 2))) for i in range(n)])
+    agents = moving(p[:, None], v[:, None])
+    ffi = core.physics(s, agents, fps=1.0)
+    assert_physics_close(ffi, core.physics(s, agents, fps=1.0, backend="reference"))
+    progress = np.asarray(ffi[1])
+    assert (progress < 1).sum() > 5 and (progress == 1).sum() > 5, "want both free and blocked moves"
+
+
 def test_an_agents_own_model_lies_inside_its_near_plane():
     # the kernels skip a viewer's own model lines on this ground (kernels.h, hidden_own_line): the farthest model
     # point from the centre is MODEL_REACH = 0.0839 m, well inside the near plane at AGENT_RADIUS

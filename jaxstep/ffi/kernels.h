@@ -220,6 +220,27 @@ JS_FN float wall_collision(Vec p, Vec v, Vec a, Vec b, float radius) {
   return x;
 }
 
+// An axis-aligned box holding every point a wall must come near to stop a move (see `sweep_box`).
+struct Box {
+  Vec lo, hi;
+};
+
+// The box around the move v from p, lengthened by a quarter at each end and widened by the contact reach
+// (1.001 radius, as wall_collision) and 5 cm. Every contact wall_collision reports lies within the reach of the
+// move, at a fraction below 1 / .99 of it (sensibilize keeps 99%), so a wall wholly outside the box gives 1: the
+// slack is far wider than rounding. A NaN or infinite move makes a box that culls nothing.
+JS_FN Box sweep_box(Vec p, Vec v, float radius) {
+  const Vec s = p - v * .25f, e = p + v * 1.25f;
+  const float m = 1.001f * radius + .05f;
+  return {{fminf(s.x, e.x) - m, fminf(s.y, e.y) - m}, {fmaxf(s.x, e.x) + m, fmaxf(s.y, e.y) + m}};
+}
+
+// Whether the segment a-b lies wholly on the far side of one of the box's edges. NaN endpoints never do.
+JS_FN bool outside(const Box& box, Vec a, Vec b) {
+  return ((a.x < box.lo.x) & (b.x < box.lo.x)) | ((a.x > box.hi.x) & (b.x > box.hi.x)) |
+         ((a.y < box.lo.y) & (b.y < box.lo.y)) | ((a.y > box.hi.y) & (b.y > box.hi.y));
+}
+
 // Progress of agent `a` of one env: the largest fraction in [0, 1] of its move velocity/fps it can make
 // before touching a wall or another agent. positions, velocity: (n_agents, 2); walls: (n_walls, 2, 2).
 // Only every `stride`th other agent and wall from `first` is checked, so that several threads can share the
@@ -235,8 +256,11 @@ JS_FN float agent_progress(int a, int n_agents, const float* positions, const fl
     const Vec vo = load_vec(velocity + 2 * o) * (1.f / fps);
     x = fminf(x, agent_collision(p, v, load_vec(positions + 2 * o), vo, radius));
   }
+  // most walls of a floor plan are far from a step's move: a box test skips their wall_collision
+  const Box near = sweep_box(p, v, radius);
   for (int w = first; w < n_walls; w += stride) {
-    x = fminf(x, wall_collision(p, v, load_vec(walls + 4 * w), load_vec(walls + 4 * w + 2), radius));
+    const Vec wa = load_vec(walls + 4 * w), wb = load_vec(walls + 4 * w + 2);
+    if (!outside(near, wa, wb)) x = fminf(x, wall_collision(p, v, wa, wb, radius));
   }
   return x;
 }
