@@ -147,6 +147,21 @@ def _render_scan(res: int, backend: str, steps: int):
     return jax.jit(run)
 
 
+def _observe_scan(res: int, subsample: int, backend: str, steps: int):
+    def run(scenery, agents):
+        def step(carry, _):
+            agents, acc = carry
+            obs = core.observe(scenery, agents, res=res, backend=backend, subsample=subsample)
+            agents = dataclasses.replace(agents, angles=agents.angles + 1.0)
+            used = obs.rgb[:, 0, 0, 0, 0].mean() + obs.depth[:, 0, 0, 0, 0].mean() + obs.locations[:, 0, 0].mean()
+            return (agents, acc + used + obs.indices[:, 0, 0].mean()), None
+
+        (_, acc), _ = jax.lax.scan(step, (agents, jnp.float32(0)), None, length=steps)
+        return acc
+
+    return jax.jit(run)
+
+
 def _physics_scan(backend: str, steps: int):
     def run(scenery, agents):
         def step(agents, _):
@@ -161,7 +176,7 @@ def _physics_scan(backend: str, steps: int):
     return jax.jit(run)
 
 
-KERNELS = ("render", "physics")
+KERNELS = ("render", "observe", "physics")  # observe: render reduced to image columns in the same call
 
 
 def _kernel_rows(
@@ -172,6 +187,7 @@ def _kernel_rows(
     n_agents: int,
     steps: int,
     repeats: int,
+    subsample: int = 4,
 ) -> list[dict]:
     """One row per (kernel, backend) in `series` at n envs; an out-of-memory row where that one did not fit."""
     scenery = scene.scenery([geometries[i % len(geometries)] for i in range(n)], n_agents=n_agents)
@@ -179,7 +195,12 @@ def _kernel_rows(
     walls = float(np.diff(np.asarray(scenery.wall_offsets))[np.asarray(scenery.env_geometry)].mean())
     rows = []
     for kernel, backend in series:
-        run = _render_scan(res, backend, steps) if kernel == "render" else _physics_scan(backend, steps)
+        if kernel == "render":
+            run = _render_scan(res, backend, steps)
+        elif kernel == "observe":
+            run = _observe_scan(res, subsample, backend, steps)
+        else:
+            run = _physics_scan(backend, steps)
         try:
             first, seconds, memory = _measure(run, (scenery, agents), repeats)
         except Exception as e:
@@ -190,10 +211,10 @@ def _kernel_rows(
         per_step = seconds / steps
         row = dict(
             kernel=kernel, backend=backend, n_envs=n, n_agents=n_agents, mean_walls=walls,
-            res=res if kernel == "render" else None, compile_seconds=first, seconds_per_step=per_step,
-            memory_bytes_per_env=_per_env(memory, n),
+            res=None if kernel == "physics" else res, subsample=subsample if kernel == "observe" else None,
+            compile_seconds=first, seconds_per_step=per_step, memory_bytes_per_env=_per_env(memory, n),
         )  # fmt: skip
-        row["frames_per_second" if kernel == "render" else "agent_steps_per_second"] = n * n_agents / per_step
+        row["agent_steps_per_second" if kernel == "physics" else "frames_per_second"] = n * n_agents / per_step
         rows.append(row)
     return rows
 
@@ -208,26 +229,35 @@ def kernels(
     repeats: int = 5,
     reference_max_envs: int = 8192,
     progress: Callable[[str], None] | None = None,
+    kernels: Sequence[str] = KERNELS,
+    subsample: int = 4,
 ) -> dict:
-    """Render and physics throughput for each backend and n_envs; returns a JSON-ready dict.
+    """Render, observe and physics throughput for each backend and n_envs; returns a JSON-ready dict.
 
-    Each result row has frames_per_second (render: agent-frames, n_envs * n_agents renders per step, per second)
-    or agent_steps_per_second (physics: agent moves per second), seconds_per_step, compile_seconds (compiling
-    plus the first run, seconds) and memory_bytes_per_env (device bytes, or None where the backend does not
-    say). A (kernel, backend) that runs out of device memory gets an out-of-memory row and no larger sizes.
+    `kernels` picks among KERNELS; observe renders res rays per view and averages them into res // subsample
+    image columns (every output made). Each result row has frames_per_second (render and observe: agent-frames,
+    n_envs * n_agents views per step, per second) or agent_steps_per_second (physics: agent moves per second),
+    seconds_per_step, compile_seconds (compiling plus the first run, seconds) and memory_bytes_per_env (device
+    bytes, or None where the backend does not say). A (kernel, backend) that runs out of device memory gets an
+    out-of-memory row and no larger sizes.
     """
+    unknown = [k for k in kernels if k not in KERNELS]
+    if unknown or not kernels:
+        raise ValueError(f"kernels: expected some of {KERNELS}, got {list(kernels)}")
+    if res % subsample:
+        raise ValueError(f"subsample: must divide res ({res}), got {subsample}")
     geometries = _geometries(geometry, 64)
     results = []
     too_big: dict[tuple[str, str], float] = {}  # (kernel, backend): the smallest n_envs that did not fit
     for n in n_envs:
         series = [
-            (kernel, backend) for backend in backends for kernel in KERNELS
+            (kernel, backend) for backend in backends for kernel in kernels
             if not (backend == "reference" and n > reference_max_envs) and n < too_big.get((kernel, backend), math.inf)
         ]  # fmt: skip
         if not series:
             continue
         try:
-            rows = _kernel_rows(n, series, geometries, res, n_agents, steps, repeats)
+            rows = _kernel_rows(n, series, geometries, res, n_agents, steps, repeats, subsample)
         except Exception as e:
             if not _out_of_memory(e):
                 raise

@@ -124,6 +124,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     b.add_argument("--min-n-envs", type=_positive_int, default=1024, help="first n_envs of --sweep (default: 1024)")
     b.add_argument("--max-n-envs", type=_positive_int, default=1 << 20, help="last n_envs of --sweep (default: 2^20)")
     b.add_argument("--res", type=_positive_int, default=256)
+    b.add_argument("--kernels", nargs="+", choices=["render", "observe", "physics"],
+                   default=["render", "observe", "physics"], help="which kernels (bench kernels)")
+    b.add_argument("--subsample", type=_positive_int, default=4, help="rays per image column of `observe`")
     b.add_argument("--n-agents", type=_positive_int, default=1)
     b.add_argument("--backends", nargs="+", choices=["ffi", "reference"], default=["ffi", "reference"])
     b.add_argument("--geometry", choices=["floorplans", "box"], default="floorplans")
@@ -170,6 +173,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         def say(line):
             print(line, file=sys.stderr)
 
+        if args.what == "kernels" and args.res % args.subsample:
+            parser.error(f"--subsample {args.subsample} must divide --res {args.res}")
         if args.sweep:
             args.n_envs = bench.sweep_sizes(args.max_n_envs, args.min_n_envs)
         if args.what == "scaling":
@@ -184,7 +189,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = bench.kernels(
                 n_envs=args.n_envs, res=args.res, n_agents=args.n_agents, backends=args.backends,
                 geometry=args.geometry, steps=args.steps, repeats=args.repeats,
-                reference_max_envs=args.reference_max_envs, progress=say,
+                reference_max_envs=args.reference_max_envs, progress=say, kernels=args.kernels,
+                subsample=args.subsample,
             )  # fmt: skip
         bench.write(result, args.out)
         if args.plot:

@@ -1,6 +1,6 @@
 """Agents, rendering and physics: the two per-step kernels behind every env.
 
-`render` and `physics` are pure functions of (scenery, agents), usable inside `jax.jit`, `jax.vmap` and
+`render`, `observe` and `physics` are pure functions of (scenery, agents), usable inside `jax.jit`, `jax.vmap` and
 `jax.lax.scan`. backend="ffi" calls the compiled kernels (CPU or CUDA, wherever the arrays live);
 backend="reference" runs the same math in plain JAX (any device, TPUs included).
 """
@@ -8,20 +8,22 @@ backend="reference" runs the same math in plain JAX (any device, TPUs included).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxstep.ffi import calls, reference
-from jaxstep.ffi.types import AGENT_RADIUS, AGENT_WIDTH, MODEL_LINES, Agents, Render, Scenery
+from jaxstep.ffi.types import AGENT_RADIUS, AGENT_WIDTH, MODEL_LINES, OBSERVATIONS, Agents, Observation, Render, Scenery
 from jaxstep.spaces import check_int
 
-__all__ = ["AGENT_RADIUS", "AGENT_WIDTH", "MODEL_LINES", "Agents", "Render", "agents", "render", "physics",
-           "closest_approach"]
+__all__ = ["AGENT_RADIUS", "AGENT_WIDTH", "MODEL_LINES", "OBSERVATIONS", "Agents", "Observation", "Render", "agents",
+           "render", "observe", "physics", "closest_approach"]
 
 BACKENDS = ("ffi", "reference")
 MAX_RES = 1 << 16  # pixels; far beyond any useful image, but keeps output sizes sane
+MAX_FUSED_SUBSAMPLE = 32  # the compiled observe kernel averages each column within one warp
 
 
 def agents(n_envs: int, n_agents: int = 1, positions=None, angles=None) -> Agents:
@@ -105,6 +107,63 @@ def render(
         Render: indices, locations, dots, distances (n_envs, n_viewers, res) and screen
         (n_envs, n_viewers, res, 3).
     """
+    agents, n_viewers, mask, half_width = _view_args(scenery, agents, res, fov, backend, n_viewers, mask)
+    kernel = calls.render if backend == "ffi" else reference.render
+    return Render(*kernel(scenery, agents, int(res), half_width, AGENT_RADIUS, n_viewers, mask))
+
+
+def observe(
+    scenery: Scenery,
+    agents: Agents,
+    res: int = 64,
+    fov: float = 130.0,
+    backend: str = "ffi",
+    n_viewers: int | None = None,
+    mask: jax.Array | None = None,
+    subsample: int = 1,
+    max_depth: float = 10.0,
+    outputs: Sequence[str] = OBSERVATIONS,
+) -> Observation:
+    """What every agent observes: `render`'s rays reduced to image columns in the render call itself, so the
+    full-resolution render is never stored. Equal to `modules.rgb`/`modules.depth` of `render`'s output, and its
+    indices and locations at each column's middle ray, at a fraction of the memory traffic.
+
+    Args:
+        scenery, agents, res, fov, backend, n_viewers, mask: as `render`; views not wanted come back as a miss
+            would make them (black, depth 0, index -1, location 0).
+        subsample: rays per image column (a divisor of res): the columns average their rays' colour and depth.
+            Up to 32 on the compiled path's single call; more renders first, then averages.
+        max_depth: metres beyond the near plane at which depth falls to 0.
+        outputs: which of "rgb", "depth", "indices", "locations" to make; the rest are None and cost nothing.
+
+    Returns:
+        Observation: rgb (n_envs, n_viewers, 1, W, 3), depth (n_envs, n_viewers, 1, W, 1), indices and locations
+        (n_envs, n_viewers, W), where W = res // subsample.
+    """
+    agents, n_viewers, mask, half_width = _view_args(scenery, agents, res, fov, backend, n_viewers, mask)
+    subsample = check_int("subsample", subsample, 1, res)
+    if res % subsample:
+        raise ValueError(f"subsample: must divide res ({res}), got {subsample}")
+    max_depth = _positive("max_depth", max_depth)
+    outputs = tuple(outputs) if not isinstance(outputs, str) else (outputs,)
+    if not outputs or any(name not in OBSERVATIONS for name in outputs):
+        raise ValueError(f"outputs: expected some of {OBSERVATIONS}, got {outputs!r}")
+    args = (scenery, agents, int(res), half_width, AGENT_RADIUS, n_viewers, mask)
+    if backend == "ffi" and subsample <= MAX_FUSED_SUBSAMPLE:
+        rgb, depth, indices, locations = calls.observe(*args, subsample, max_depth, outputs)
+    else:  # columns of more than a warp's rays: render, then average in JAX
+        kernel = calls.render if backend == "ffi" else reference.render
+        rgb, depth, indices, locations = reference.columns(kernel(*args), subsample, AGENT_RADIUS, max_depth, outputs)
+    return Observation(
+        rgb=None if rgb is None else rgb[:, :, None],
+        depth=None if depth is None else depth[:, :, None, :, None],
+        indices=indices,
+        locations=locations,
+    )
+
+
+def _view_args(scenery, agents, res, fov, backend, n_viewers, mask) -> tuple[Agents, int, jax.Array | None, float]:
+    """Checks render's and observe's common arguments; returns (agents, n_viewers, mask, half_width)."""
     _check_backend(backend)
     if not isinstance(res, int | np.integer) or not 0 < res <= MAX_RES:
         raise ValueError(f"res: expected an int in [1, {MAX_RES}], got {res!r}")
@@ -114,8 +173,7 @@ def render(
     if mask is not None:
         mask = _as_mask(mask, (scenery.n_envs, int(n_viewers)))
     half_width = float(np.float32(math.tan(math.radians(fov) / 2)))
-    kernel = calls.render if backend == "ffi" else reference.render
-    return Render(*kernel(scenery, agents, int(res), half_width, AGENT_RADIUS, int(n_viewers), mask))
+    return agents, int(n_viewers), mask, half_width
 
 
 def _as_mask(mask, shape: tuple[int, int]) -> jax.Array:

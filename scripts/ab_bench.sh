@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Before/after benchmark in one run: builds .before/ (an earlier commit's tree) and then this tree, each as the
 # editable install in turn, and runs the same `jaxstep bench` commands on both (each argument one command line).
-# Results go to $OUT (default ./ab-results) as <kind>_before.json and <kind>_after.json, <kind> being each
-# command's first word (so give each kind once).
+# Results go to $OUT (default ./ab-results) as <i>_<kind>_before.json and <i>_<kind>_after.json, <i> being the
+# command's place in the list (from 1) and <kind> its first word.
 #
 #   rm -rf .before && mkdir .before && git archive REF | tar -x -C .before   # here; .before is git-ignored
 #   bash scripts/ab_bench.sh "kernels --backends ffi --n-envs 8192 32768 --res 256" "envs --envs minimal"
@@ -21,9 +21,11 @@ for side in before after; do
   (cd "$src" && python3 -m pip install --no-build-isolation --no-deps -q -e .) 2>&1 | grep -v WARNING || true
   # run from elsewhere, so that the editable install decides which tree is imported
   (cd /tmp && python3 -c "import jaxstep; print('$side:', jaxstep.__file__)")
+  i=0
   for bench in "$@"; do
+    i=$((i + 1))
     read -r -a args <<< "$bench"
-    (cd /tmp && python3 -m jaxstep.cli bench "${args[@]}" --out "$OUT/${args[0]}_$side.json" 2>&1 |
+    (cd /tmp && python3 -m jaxstep.cli bench "${args[@]}" --out "$OUT/${i}_${args[0]}_$side.json" 2>&1 |
       grep -E "n_envs=|frames|steps/s" || true)
   done
 done

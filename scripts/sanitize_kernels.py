@@ -30,7 +30,13 @@ moved, progress = core.physics(s, agents)
 view = core.render(s, moved, res=33)
 # the masked path, and fewer viewers than agents
 masked = core.render(s, moved, res=33, n_viewers=2, mask=jnp.asarray(rng.uniform(size=(37, 2)) < 0.5))
-jax.block_until_ready((moved, progress, view, masked))
+# image columns: a whole warp of columns, columns leaving lanes idle (3 rays: 30 a warp), some outputs only
+mask = jnp.asarray(rng.uniform(size=(37, 3)) < 0.5)
+columns = [
+    core.observe(s, moved, res=64, subsample=4, mask=mask),
+    core.observe(s, moved, res=33, subsample=3, n_viewers=2, outputs=("rgb", "indices")),
+]
+jax.block_until_ready((moved, progress, view, masked, columns))
 platform = view.screen.devices().pop().platform
 print("ok", platform, float(progress.mean()), float(view.screen.mean()))
 sys.exit(0 if platform == "gpu" else f"ran on {platform}, not on a GPU")

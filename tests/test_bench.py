@@ -29,17 +29,28 @@ def test_kernel_rows_have_compile_time_and_memory():
     result = bench.kernels(n_envs=[4, 8], progress=progress.append, **TINY)
     assert result["device"] and result["platform"] == "cpu"
     rows = result["results"]
-    assert [(r["kernel"], r["n_envs"]) for r in rows] == [("render", 4), ("physics", 4), ("render", 8), ("physics", 8)]
+    assert [(r["kernel"], r["n_envs"]) for r in rows] == [
+        ("render", 4), ("observe", 4), ("physics", 4), ("render", 8), ("observe", 8), ("physics", 8),
+    ]  # fmt: skip
     for row in rows:
         assert row["memory_bytes_per_env"] > 0
         assert row["compile_seconds"] > 0
         assert row["seconds_per_step"] > 0
-    assert all(r["frames_per_second"] > 0 for r in rows if r["kernel"] == "render")
+    assert all(r["frames_per_second"] > 0 for r in rows if r["kernel"] in ("render", "observe"))
+    assert [r["subsample"] for r in rows[:3]] == [None, 4, None]
     assert all(r["agent_steps_per_second"] > 0 for r in rows if r["kernel"] == "physics")
-    # a render of 8 pixels per agent needs more per env than a physics step, which draws nothing
-    assert rows[0]["memory_bytes_per_env"] > rows[1]["memory_bytes_per_env"]
-    assert len(progress) == 4 and "KiB/env" in progress[0]
+    # a render of 8 pixels per agent needs more per env than its 2 image columns, and those more than a physics
+    # step, which draws nothing
+    assert rows[0]["memory_bytes_per_env"] > rows[1]["memory_bytes_per_env"] > rows[2]["memory_bytes_per_env"]
+    assert len(progress) == 6 and "KiB/env" in progress[0]
     json.dumps(result)
+
+
+def test_kernels_rejects_unknown_kernels_and_a_subsample_that_does_not_divide_res():
+    with pytest.raises(ValueError, match="kernels"):
+        bench.kernels(n_envs=[4], kernels=["raytrace"], **TINY)
+    with pytest.raises(ValueError, match="subsample"):
+        bench.kernels(n_envs=[4], subsample=3, **TINY)
 
 
 def test_env_rows_have_compile_time_and_memory():
@@ -61,7 +72,8 @@ def test_kernel_sweep_stops_at_out_of_memory(monkeypatch):
     # render and physics at 4 envs run; both run out of memory at 8, so 16 is never tried
     monkeypatch.setattr(bench, "_measure", _out_of_memory_from(3, real=bench._measure))
     progress = []
-    rows = bench.kernels(n_envs=bench.sweep_sizes(16, 4), progress=progress.append, **TINY)["results"]
+    kernels = ["render", "physics"]
+    rows = bench.kernels(n_envs=bench.sweep_sizes(16, 4), progress=progress.append, kernels=kernels, **TINY)["results"]
     assert [r["n_envs"] for r in rows] == [4, 4, 8, 8]
     assert all("error" not in r and r["memory_bytes_per_env"] > 0 for r in rows[:2])
     assert rows[2:] == [
@@ -82,7 +94,7 @@ def test_each_kernel_stops_on_its_own(monkeypatch):
         return 0.5, 0.01, 4096
 
     monkeypatch.setattr(bench, "_measure", measure)
-    rows = bench.kernels(n_envs=[4, 8, 16], **TINY)["results"]
+    rows = bench.kernels(n_envs=[4, 8, 16], kernels=["render", "physics"], **TINY)["results"]
     assert [(r["kernel"], r["n_envs"], "error" in r) for r in rows] == [
         ("render", 4, False), ("physics", 4, False), ("render", 8, True), ("physics", 8, False), ("physics", 16, False),
     ]  # fmt: skip
@@ -132,7 +144,7 @@ def test_cli_bench_kernels_writes_json_and_plot(tmp_path, capsys):
     assert cli.main([*argv, "--out", str(out), "--plot", str(png)]) == 0
     result = json.loads(out.read_text())
     assert result["benchmark"] == "kernels" and result["device"]
-    assert [r["kernel"] for r in result["results"]] == ["render", "physics"]
+    assert [r["kernel"] for r in result["results"]] == ["render", "observe", "physics"]
     assert all(r["memory_bytes_per_env"] > 0 and r["compile_seconds"] > 0 for r in result["results"])
     assert png.read_bytes()[:8] == PNG_MAGIC
     assert f"wrote {png}" in capsys.readouterr().err

@@ -9,9 +9,9 @@ import pytest
 from conftest import mixed_geometries, random_agents, random_walls
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from kernel_checks import assert_physics_close, assert_renders_close
+from kernel_checks import assert_observations_close, assert_physics_close, assert_renders_close
 
-from jaxstep import core, scene, toys
+from jaxstep import core, modules, scene, toys
 from jaxstep.ffi import calls, reference
 
 BACKENDS = ("ffi", "reference")
@@ -404,6 +404,73 @@ def test_lines_at_the_edges_of_a_32_ray_chunk_are_not_culled(res):
     ffi = core.render(s, agents, res=res, fov=130.0)
     assert_renders_close(ffi, core.render(s, agents, res=res, fov=130.0, backend="reference"))
     np.testing.assert_array_equal(np.asarray(ffi.indices)[np.arange(len(expected)), 0, expected], 8)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Observe: render and image columns in one call
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("subsample", [1, 3, 4, 32, 48])  # 48: more than a warp's rays, rendered then averaged
+def test_observe_is_render_then_columns(mixed_scenery, backend, subsample):
+    agents = random_agents(np.random.default_rng(4), 32, 3)
+    res = 96
+    view = core.render(mixed_scenery, agents, res=res, fov=100.0, backend=backend)
+    obs = core.observe(mixed_scenery, agents, res=res, fov=100.0, backend=backend, subsample=subsample, max_depth=4.0)
+    w = res // subsample
+    assert obs.rgb.shape == (32, 3, 1, w, 3) and obs.depth.shape == (32, 3, 1, w, 1)
+    np.testing.assert_allclose(obs.rgb, modules.rgb(view, subsample), atol=1e-6)
+    np.testing.assert_allclose(obs.depth, modules.depth(view, subsample, max_depth=4.0), atol=1e-6)
+    middle = np.arange(w) * subsample + subsample // 2
+    np.testing.assert_array_equal(obs.indices, np.asarray(view.indices)[..., middle])
+    np.testing.assert_array_equal(obs.locations, np.asarray(view.locations)[..., middle])
+    assert (np.asarray(obs.depth) > 0).any() and (np.asarray(obs.depth) < 1).any()
+
+
+@pytest.mark.parametrize("subsample", [1, 4])
+def test_observe_matches_reference(mixed_scenery, subsample):
+    agents = random_agents(np.random.default_rng(5), 32, 3)
+    mask = np.random.default_rng(6).random((32, 2)) < 0.7
+    kwargs = dict(res=64, n_viewers=2, mask=mask, subsample=subsample)
+    ffi = core.observe(mixed_scenery, agents, **kwargs)
+    assert_observations_close(ffi, core.observe(mixed_scenery, agents, backend="reference", **kwargs))
+    # views not wanted come back as misses would make them
+    assert (np.asarray(ffi.indices)[~mask] == -1).all() and (np.asarray(ffi.locations)[~mask] == 0).all()
+    assert (np.asarray(ffi.rgb)[~mask] == 0).all() and (np.asarray(ffi.depth)[~mask] == 0).all()
+    assert (np.asarray(ffi.indices)[mask] >= 0).any()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_observe_makes_only_the_outputs_asked_for(mixed_scenery, backend):
+    agents = random_agents(np.random.default_rng(7), 32, 3)
+    obs = core.observe(mixed_scenery, agents, res=32, subsample=2, backend=backend, outputs=("rgb", "indices"))
+    assert obs.depth is None and obs.locations is None
+    full = core.observe(mixed_scenery, agents, res=32, subsample=2, backend=backend)
+    np.testing.assert_array_equal(obs.rgb, full.rgb)
+    np.testing.assert_array_equal(obs.indices, full.indices)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(subsample=5), "subsample: must divide res"),
+        (dict(subsample=0), "subsample"),
+        (dict(subsample=128), "subsample"),
+        (dict(max_depth=0.0), "max_depth"),
+        (dict(outputs=()), "outputs"),
+        (dict(outputs=("rgb", "colour")), "outputs"),
+    ],
+)
+def test_observe_rejects_bad_arguments(box_scenery, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        core.observe(box_scenery, core.agents(2, 1), res=64, **kwargs)
+
+
+def test_observe_handler_checks_subsample_too(box_scenery):
+    # the Python boundary checks first; the handler refuses what the kernel cannot do rather than misbehave
+    half_width = float(np.tan(np.radians(65.0)))
+    with pytest.raises(Exception, match="subsample"):
+        jax.block_until_ready(calls.observe(box_scenery, core.agents(2, 1), 64, half_width, 0.1, subsample=64))
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -7,9 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import mixed_geometries, random_agents
-from kernel_checks import assert_physics_close, assert_renders_close
+from kernel_checks import assert_observations_close, assert_physics_close, assert_renders_close
 
 from jaxstep import core, scene, toys
+from jaxstep.ffi import reference
 
 pytestmark = pytest.mark.gpu
 
@@ -93,6 +94,47 @@ def test_render_views_chunks_and_batches_cuda_match_cpu(res, n_viewers):
     assert gpu.indices.shape == (3, 37, n_viewers, res)
     assert_renders_close(gpu, cpu)
     np.testing.assert_array_equal(gpu.indices[~np.asarray(mask)], -1)
+
+
+# (res, subsample): columns that fill a warp (4, 32, 1), that leave lanes idle (3: 30 rays a warp; 7: 28), a
+# partial last warp (100, 7), more than a warp's rays per column (48: rendered, then averaged)
+@pytest.mark.parametrize("res, subsample, n_viewers", [(100, 4, 3), (96, 3, 2), (512, 4, 4), (64, 32, 1), (7, 7, 2),
+                                                       (30, 1, 5), (96, 48, 1)])  # fmt: skip
+def test_observe_views_chunks_and_batches_cuda_match_cpu(res, subsample, n_viewers):
+    geometries = mixed_geometries(19)
+    s = scene.scenery([geometries[i % 4] for i in range(37)], n_agents=5)
+    rng = np.random.default_rng(res + subsample)
+    agents = jax.tree.map(lambda *xs: jnp.stack(xs), *[random_agents(rng, 37, 5) for _ in range(3)])
+    mask = jnp.asarray(rng.random((3, 37, n_viewers)) < 0.8)
+    env_geometry = jnp.stack([jnp.asarray(rng.permutation(np.asarray(s.env_geometry))) for _ in range(3)])
+
+    def batched(fn):
+        def run(s, env_geometry, agents, mask):
+            def one(g, a, m):
+                return fn(dataclasses.replace(s, env_geometry=g), a, m)
+
+            return jax.vmap(one)(env_geometry, agents, mask)
+
+        return jax.jit(run)
+
+    def observe(s, a, m):
+        return core.observe(s, a, res=res, n_viewers=n_viewers, mask=m, subsample=subsample, max_depth=6.0)
+
+    def rendered_then_averaged(s, a, m):
+        view = core.render(s, a, res=res, n_viewers=n_viewers, mask=m)
+        return reference.columns(view, subsample, core.AGENT_RADIUS, 6.0)
+
+    args_gpu, args_cpu = on("gpu", (s, env_geometry, agents, mask)), on("cpu", (s, env_geometry, agents, mask))
+    gpu = jax.device_get(batched(observe)(*args_gpu))
+    assert gpu.rgb.shape == (3, 37, n_viewers, 1, res // subsample, 3)
+    assert_observations_close(gpu, jax.device_get(batched(observe)(*args_cpu)))
+    np.testing.assert_array_equal(gpu.indices[~np.asarray(mask)], -1)
+    # the kernel's in-warp averages are those of the same GPU rays rendered in full
+    rgb, depth, indices, locations = jax.device_get(batched(rendered_then_averaged)(*args_gpu))
+    np.testing.assert_array_equal(gpu.indices, indices)
+    np.testing.assert_array_equal(gpu.locations, locations)
+    np.testing.assert_allclose(gpu.rgb[..., 0, :, :], rgb, atol=1e-6)
+    np.testing.assert_allclose(gpu.depth[..., 0, :, 0], depth, atol=1e-6)
 
 
 def test_bake_cuda_matches_cpu():

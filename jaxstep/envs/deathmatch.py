@@ -88,24 +88,20 @@ class Deathmatch(Env):
         return self._momentum(state, actions, params)
 
     def _observe(self, state, params, only=None):
-        view = core.render(self.scenery, state.agents, self.res, self.fov, self.backend, mask=only)
-        obs = dict(
-            rgb=modules.rgb(view, self.subsample),
-            depth=modules.depth(view, self.subsample),
-            imu=modules.imu(state.agents),
-            health=state.health[..., None],
-        )
+        view = core.observe(self.scenery, state.agents, self.res, self.fov, self.backend, mask=only,
+                            subsample=self.subsample, outputs=("rgb", "depth", "indices"))  # fmt: skip
+        obs = dict(rgb=view.rgb, depth=view.depth, imu=modules.imu(state.agents), health=state.health[..., None])
         return obs, self._targets(view.indices)
 
     def _refresh(self, obs, state):
         return dict(obs, health=state.health[..., None])
 
     def _targets(self, indices) -> jax.Array:
-        """(n_envs, n_agents, n_agents) bool: agent o is under the middle two columns of agent a's view."""
+        """(n_envs, n_agents, n_agents) bool: agent o is under the middle two columns of agent a's view.
+
+        indices: (n_envs, n_agents, res // subsample), the line under each column's middle ray."""
         w = self.res // self.subsample
-        # each observed column stands for the middle ray of its subsample
-        columns = indices.reshape(*indices.shape[:-1], w, self.subsample)[..., self.subsample // 2]
-        middle = columns[..., w // 2 - 1 : w // 2 + 1]
+        middle = indices[..., w // 2 - 1 : w // 2 + 1]
         target = jnp.where((middle >= 0) & (middle < self.n_agents * MODEL_LINES), middle // MODEL_LINES, -1)
         return (target[:, :, None, :] == jnp.arange(self.n_agents)[None, None, :, None]).any(-1)
 

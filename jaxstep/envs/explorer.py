@@ -78,8 +78,8 @@ class Explorer(Env):
         return self._momentum(state, actions, params)
 
     def _observe(self, state, params, only=None):
-        view = core.render(self.scenery, state.agents, self.res, self.fov, self.backend, mask=only)
-        obs = dict(rgb=modules.rgb(view), depth=modules.depth(view), imu=modules.imu(state.agents))
+        view = core.observe(self.scenery, state.agents, self.res, self.fov, self.backend, mask=only)
+        obs = dict(rgb=view.rgb, depth=view.depth, imu=modules.imu(state.agents))
         return obs, self._seen_now(view)
 
     def _seen_now(self, view) -> jax.Array:

@@ -42,8 +42,8 @@ class Minimal(Env):
                                                             params.ang_speed))  # fmt: skip
 
     def _observe(self, state, params, only=None):
-        view = core.render(self.scenery, state.agents, self.res, self.fov, self.backend, mask=only)
-        return dict(rgb=modules.rgb(view)), None
+        view = core.observe(self.scenery, state.agents, self.res, self.fov, self.backend, mask=only, outputs=("rgb",))
+        return dict(rgb=view.rgb), None
 
     def _outcome(self, state, events, params):
         zero = jnp.zeros((self.n_envs, 1), jnp.float32)

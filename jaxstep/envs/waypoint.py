@@ -99,10 +99,11 @@ class Waypoint(Env):
     def _observe(self, state, params, only=None):
         # the marker (agent 1) is seen, but its own view is not rendered
         only = None if only is None else only[:, :1]
-        view = core.render(self.scenery, state.agents, self.res, self.fov, self.backend, n_viewers=1, mask=only)
+        view = core.observe(self.scenery, state.agents, self.res, self.fov, self.backend, n_viewers=1, mask=only,
+                            outputs=("rgb", "depth"))
         learner = jax.tree.map(lambda x: x[:, :1], state.agents)
         goal = modules.to_local_frame(learner.angles, state.agents.positions[:, 1:] - learner.positions)
-        obs = dict(rgb=modules.rgb(view), depth=modules.depth(view), imu=modules.imu(learner), waypoint=goal)
+        obs = dict(rgb=view.rgb, depth=view.depth, imu=modules.imu(learner), waypoint=goal)
         return obs, None
 
     def _outcome(self, state, events, params):

@@ -188,6 +188,60 @@ inline ffi::Error decode_render(const F32& angles, const F32& positions, const B
   return ffi::Error::Success();
 }
 
+// Observe: like render, but the outputs are W = R / subsample image columns of each view; an output with no
+// elements is not wanted (its pointer is left null). The views are the mask's: (*batch, n_envs, n_viewers).
+struct ObserveCall {
+  SceneryArrays scenery;
+  AgentShape agents;
+  int64_t n_viewers, R, subsample;
+  const bool* mask;
+  ObserveOutputs out;
+  int64_t views() const { return agents.batch * agents.n_envs * n_viewers; }
+  int64_t columns() const { return R / subsample; }
+};
+
+template <ffi::DataType T>
+inline ffi::Error wanted_output(const char* name, ffi::ResultBuffer<T>& buffer, int64_t expected,
+                                ffi::NativeType<T>** out) {
+  int64_t n = 1;
+  for (auto d : buffer->dimensions()) n *= d;
+  *out = n ? buffer->typed_data() : nullptr;
+  return n ? check_output(name, buffer->dimensions(), expected) : ffi::Error::Success();
+}
+
+inline ffi::Error decode_observe(const F32& angles, const F32& positions, const Bool& mask, const I32& env_geometry,
+                                 const F32& walls, const I32& wall_offsets, const F32& lights,
+                                 const I32& light_offsets, const F32& texels, const F32& baked,
+                                 const I32& texel_offsets, F32Out& rgb, F32Out& depth, I32Out& indices,
+                                 F32Out& locations, int64_t res, int64_t subsample, ObserveCall* call) {
+  JS_RETURN_IF_ERROR(decode_agents(angles, positions, &call->agents));
+  const AgentShape& a = call->agents;
+  JS_RETURN_IF_ERROR(decode_scenery(env_geometry, walls, wall_offsets, &lights, &light_offsets, &texels, &baked,
+                                    &texel_offsets, a.batch, a.n_envs, &call->scenery));
+  if (res < 1 || subsample < 1 || subsample > 32 || res % subsample) {
+    return ffi::Error::InvalidArgument("observe: subsample " + std::to_string(subsample) + " must be in [1, 32] and " +
+                                       "divide res " + std::to_string(res));
+  }
+  Split m;
+  JS_RETURN_IF_ERROR(split("mask", mask.dimensions(), 2, nullptr, &m));
+  if (m.dims[0] != a.n_envs || m.dims[1] > a.n_agents) {
+    return ffi::Error::InvalidArgument("mask: expected shape (n_envs, n_viewers) with n_envs " +
+                                       std::to_string(a.n_envs) + " and n_viewers at most " +
+                                       std::to_string(a.n_agents) + ", got " + shape_string(mask.dimensions()));
+  }
+  JS_RETURN_IF_ERROR(same_batch("mask", m, a.batch));
+  call->mask = reinterpret_cast<const bool*>(mask.untyped_data());
+  call->n_viewers = m.dims[1];
+  call->R = res;
+  call->subsample = subsample;
+  const int64_t n = call->views() * call->columns();
+  JS_RETURN_IF_ERROR(wanted_output("rgb", rgb, 3 * n, &call->out.rgb));
+  JS_RETURN_IF_ERROR(wanted_output("depth", depth, n, &call->out.depth));
+  JS_RETURN_IF_ERROR(wanted_output("indices", indices, n, &call->out.indices));
+  JS_RETURN_IF_ERROR(wanted_output("locations", locations, n, &call->out.locations));
+  return ffi::Error::Success();
+}
+
 // Physics: decodes the agents (in and out) and the walls; physics reads no lights or texels.
 struct PhysicsCall {
   SceneryArrays scenery;

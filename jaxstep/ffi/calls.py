@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxstep.ffi.types import Agents, Scenery
+from jaxstep.ffi.types import OBSERVATIONS, Agents, Scenery
 
 
 @functools.cache
@@ -83,6 +83,57 @@ def render(
         half_width=_f32(half_width),
         radius=_f32(radius),
     )
+
+
+def observe(
+    scenery: Scenery,
+    agents: Agents,
+    res: int,
+    half_width: float,
+    radius: float,
+    n_viewers: int | None = None,
+    mask: jax.Array | None = None,
+    subsample: int = 1,
+    max_depth: float = 10.0,
+    outputs: tuple[str, ...] = OBSERVATIONS,
+) -> tuple[jax.Array | None, ...]:
+    """(rgb, depth, indices, locations) of W = res // subsample image columns of each view, from one kernel call;
+    the outputs not named in `outputs` are None (and not written). subsample must divide res and be at most 32.
+
+    rgb (*lead, W, 3) and depth (*lead, W) average each column's rays; indices and locations (*lead, W) are those of
+    its middle ray (subsample // 2). lead = (n_envs, n_viewers).
+    """
+    register()
+    lead = (*agents.angles.shape[:-1], agents.angles.shape[-1] if n_viewers is None else n_viewers)
+    mask = jnp.ones(lead, bool) if mask is None else mask
+    w = res // subsample
+    shapes = dict(rgb=((w, 3), jnp.float32), depth=((w,), jnp.float32), indices=((w,), jnp.int32),
+                  locations=((w,), jnp.float32))  # fmt: skip
+    # an output with no elements is one not wanted
+    out = tuple(
+        jax.ShapeDtypeStruct((*lead, *(shape if name in outputs else (0,))), dtype)
+        for name, (shape, dtype) in shapes.items()
+    )
+    call = jax.ffi.ffi_call("jaxstep_observe", out, vmap_method="broadcast_all")
+    result = call(
+        agents.angles,
+        agents.positions,
+        mask,
+        scenery.env_geometry,
+        scenery.walls,
+        scenery.wall_offsets,
+        scenery.lights,
+        scenery.light_offsets,
+        scenery.texels,
+        scenery.baked,
+        scenery.texel_offsets,
+        half_width=_f32(half_width),
+        radius=_f32(radius),
+        res=np.int32(res),
+        subsample=np.int32(subsample),
+        max_depth=_f32(max_depth),
+    )
+    return tuple(x if name in outputs else None for name, x in zip(shapes, result, strict=True))
 
 
 def physics(scenery: Scenery, agents: Agents, fps: float, radius: float) -> tuple[Agents, jax.Array]:

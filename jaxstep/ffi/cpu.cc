@@ -13,6 +13,39 @@ namespace {
 // then each ray of the chunk considers just those, in order.
 constexpr int CHUNK = 32;
 
+// Casts every ray of one (wanted) view, calling visit(r, hit) for r = 0 .. R-1 in order. `index` and `ends`
+// are scratch space, kept by the caller across views.
+template <typename Visit>
+void cast_view(const View& view, int A, int R, float half_width, float radius, std::vector<int>& index,
+               std::vector<Vec>& ends, Visit visit) {
+  const int n_lines = scene_lines(view.scene, A);
+  const Viewpoint eye = viewpoint(view.angles, view.positions, view.agent);
+  for (int first = 0; first < R; first += CHUNK) {
+    const int last = std::min(first + CHUNK, R);
+    const Wedge wedge = ray_wedge(eye, first, last, R, half_width);
+    index.clear();
+    ends.clear();
+    for (int i = 0; i < n_lines; i++) {
+      if (hidden_own_line(view, i, radius)) continue;
+      Vec a, b;
+      scene_line(view.scene, view.angles, view.positions, A, i, &a, &b);
+      if (!may_hit(wedge, a, b)) continue;
+      index.push_back(i);
+      ends.push_back(a);
+      ends.push_back(b);
+    }
+    for (int r = first; r < last; r++) {
+      const Ray ray = make_ray(eye, r, R, half_width, radius);
+      RayHit best = no_hit();
+      float best_s = INFINITY;
+      for (size_t k = 0; k < index.size(); k++) {
+        consider_line(ray.p, ray.u, ray.near, index[k], ends[2 * k], ends[2 * k + 1], &best, &best_s);
+      }
+      visit(r, finish_hit(best, best_s, ray.u, ray.ulen));
+    }
+  }
+}
+
 ffi::Error Render(F32 angles, F32 positions, Bool mask, I32 env_geometry, F32 walls, I32 wall_offsets,
                   F32 lights, I32 light_offsets, F32 texels, F32 baked, I32 texel_offsets, I32Out indices, F32Out locations,
                   F32Out dots, F32Out distances, F32Out screen, float half_width, float radius) {
@@ -29,31 +62,40 @@ ffi::Error Render(F32 angles, F32 positions, Bool mask, I32 env_geometry, F32 wa
       for (int r = 0; r < R; r++) store_ray(view, A, no_hit(), v * R + r, c.out);
       continue;
     }
-    const int n_lines = scene_lines(view.scene, A);
-    const Viewpoint eye = viewpoint(view.angles, view.positions, view.agent);
-    for (int first = 0; first < R; first += CHUNK) {
-      const int last = std::min(first + CHUNK, R);
-      const Wedge wedge = ray_wedge(eye, first, last, R, half_width);
-      index.clear();
-      ends.clear();
-      for (int i = 0; i < n_lines; i++) {
-        if (hidden_own_line(view, i, radius)) continue;
-        Vec a, b;
-        scene_line(view.scene, view.angles, view.positions, A, i, &a, &b);
-        if (!may_hit(wedge, a, b)) continue;
-        index.push_back(i);
-        ends.push_back(a);
-        ends.push_back(b);
-      }
-      for (int r = first; r < last; r++) {
-        const Ray ray = make_ray(eye, r, R, half_width, radius);
-        RayHit best = no_hit();
-        float best_s = INFINITY;
-        for (size_t k = 0; k < index.size(); k++) {
-          consider_line(ray.p, ray.u, ray.near, index[k], ends[2 * k], ends[2 * k + 1], &best, &best_s);
-        }
-        store_ray(view, A, finish_hit(best, best_s, ray.u, ray.ulen), v * R + r, c.out);
-      }
+    cast_view(view, A, R, half_width, radius, index, ends,
+              [&](int r, RayHit hit) { store_ray(view, A, hit, v * R + r, c.out); });
+  }
+  return ffi::Error::Success();
+}
+
+ffi::Error Observe(F32 angles, F32 positions, Bool mask, I32 env_geometry, F32 walls, I32 wall_offsets, F32 lights,
+                   I32 light_offsets, F32 texels, F32 baked, I32 texel_offsets, F32Out rgb, F32Out depth,
+                   I32Out indices, F32Out locations, float half_width, float radius, int32_t res, int32_t subsample,
+                   float max_depth) {
+  ObserveCall c;
+  JS_RETURN_IF_ERROR(decode_observe(angles, positions, mask, env_geometry, walls, wall_offsets, lights,
+                                    light_offsets, texels, baked, texel_offsets, rgb, depth, indices, locations, res,
+                                    subsample, &c));
+  const int A = (int)c.agents.n_agents, V = (int)c.n_viewers, R = (int)c.R, k = (int)c.subsample;
+  const long W = c.columns();
+  std::vector<int> index;
+  std::vector<Vec> ends;
+  std::vector<Pixel> pixels(R);
+  std::vector<RayHit> hits(R);
+  for (long v = 0; v < c.views(); v++) {
+    if (!c.mask[v]) {
+      for (long col = 0; col < W; col++) store_column(c.out, v * W + col, Pixel{{0.f, 0.f, 0.f}, 0.f}, no_hit());
+      continue;
+    }
+    const View view = view_of(c.scenery, angles.typed_data(), positions.typed_data(), A, V, v);
+    cast_view(view, A, R, half_width, radius, index, ends, [&](int r, RayHit hit) {
+      hits[r] = hit;
+      pixels[r] = pixel_of(view, A, hit, radius, max_depth);
+    });
+    for (long col = 0; col < W; col++) {
+      Pixel sum = pixels[col * k];
+      for (int j = 1; j < k; j++) sum = add(sum, pixels[col * k + j]);
+      store_column(c.out, v * W + col, mean(sum, k), hits[col * k + k / 2]);
     }
   }
   return ffi::Error::Success();
@@ -113,6 +155,29 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxstepRenderCpu, jaxstep::Render,
                                   .Attr<float>("half_width")
                                   .Attr<float>("radius"));
 
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxstepObserveCpu, jaxstep::Observe,
+                              jaxstep::ffi::Ffi::Bind()
+                                  .Arg<jaxstep::F32>()  // angles
+                                  .Arg<jaxstep::F32>()  // positions
+                                  .Arg<jaxstep::Bool>()  // mask
+                                  .Arg<jaxstep::I32>()  // env_geometry
+                                  .Arg<jaxstep::F32>()  // walls
+                                  .Arg<jaxstep::I32>()  // wall_offsets
+                                  .Arg<jaxstep::F32>()  // lights
+                                  .Arg<jaxstep::I32>()  // light_offsets
+                                  .Arg<jaxstep::F32>()  // texels
+                                  .Arg<jaxstep::F32>()  // baked
+                                  .Arg<jaxstep::I32>()  // texel_offsets
+                                  .Ret<jaxstep::F32>()  // rgb
+                                  .Ret<jaxstep::F32>()  // depth
+                                  .Ret<jaxstep::I32>()  // indices
+                                  .Ret<jaxstep::F32>()  // locations
+                                  .Attr<float>("half_width")
+                                  .Attr<float>("radius")
+                                  .Attr<int32_t>("res")
+                                  .Attr<int32_t>("subsample")
+                                  .Attr<float>("max_depth"));
+
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxstepPhysicsCpu, jaxstep::Physics,
                               jaxstep::ffi::Ffi::Bind()
                                   .Arg<jaxstep::F32>()  // angles
@@ -152,6 +217,7 @@ PYBIND11_MODULE(_cpu, m) {
   m.def("registrations", []() {
     pybind11::dict d;
     d["jaxstep_render"] = capsule(JaxstepRenderCpu);
+    d["jaxstep_observe"] = capsule(JaxstepObserveCpu);
     d["jaxstep_physics"] = capsule(JaxstepPhysicsCpu);
     d["jaxstep_bake"] = capsule(JaxstepBakeCpu);
     return d;

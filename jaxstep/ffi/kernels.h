@@ -649,6 +649,56 @@ JS_FN void store_ray(const View& view, int n_agents, RayHit hit, long item, Rend
   out.screen[3 * item + 2] = c.b;
 }
 
+// ---------------------------------------------------------------------------------------------------
+// Observations: a view's rays reduced to its image columns in the render call itself (render + observation in
+// one kernel), so that the full-resolution render never goes to memory.
+
+// Depth in [0, 1]: 1 at the near plane `radius` metres from the centre, falling to 0 at max_depth metres beyond
+// it; 0 for a miss (distance inf).
+JS_FN float depth_of(float distance, float radius, float max_depth) {
+  return 1.f - fminf(fmaxf((distance - radius) / max_depth, 0.f), 1.f);
+}
+
+// What one ray adds to its column's averages.
+struct Pixel {
+  Colour rgb;
+  float depth;
+};
+
+JS_FN Pixel pixel_of(const View& view, int n_agents, RayHit hit, float radius, float max_depth) {
+  return {shade(view.scene, view.angles, view.positions, n_agents, hit), depth_of(hit.distance, radius, max_depth)};
+}
+
+// Sums a column's pixels in ray order (the order both handlers use), then divides by their count.
+JS_FN Pixel add(Pixel sum, Pixel p) {
+  return {{sum.rgb.r + p.rgb.r, sum.rgb.g + p.rgb.g, sum.rgb.b + p.rgb.b}, sum.depth + p.depth};
+}
+
+JS_FN Pixel mean(Pixel sum, int count) {
+  const float n = (float)count;
+  return {{sum.rgb.r / n, sum.rgb.g / n, sum.rgb.b / n}, sum.depth / n};
+}
+
+// Column outputs, each (B, n_envs, n_viewers, W) (rgb with a trailing 3); a null one is not wanted.
+struct ObserveOutputs {
+  float* rgb;        // mean linear RGB of the column's rays
+  float* depth;      // mean depth_of of the column's rays
+  int* indices;      // the line the column's middle ray hit (-1 for none)
+  float* locations;  // and where along it
+};
+
+// Writes column `item` = v * W + c: the mean of its rays' pixels, and the hit of its middle ray.
+JS_FN void store_column(ObserveOutputs out, long item, Pixel mean, RayHit middle) {
+  if (out.rgb) {
+    out.rgb[3 * item] = mean.rgb.r;
+    out.rgb[3 * item + 1] = mean.rgb.g;
+    out.rgb[3 * item + 2] = mean.rgb.b;
+  }
+  if (out.depth) out.depth[item] = mean.depth;
+  if (out.indices) out.indices[item] = middle.index;
+  if (out.locations) out.locations[item] = middle.location;
+}
+
 // Progress of agent `item` = e * n_agents + a (over every stride'th wall and agent from `first`).
 // positions, velocity: (B, n_envs, n_agents, 2).
 JS_FN float progress_item(const SceneryArrays& s, const float* positions, const float* velocity, int n_agents,

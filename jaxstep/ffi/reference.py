@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxstep.ffi.types import AGENT_WIDTH, MODEL_LINES, Agents, Scenery
+from jaxstep.ffi.types import AGENT_WIDTH, MODEL_LINES, OBSERVATIONS, Agents, Scenery
 
 AMBIENT = np.float32(0.1)
 LUMINANCE = np.float32(2.0)
@@ -383,3 +383,40 @@ def render(
 
 def _expand(mask, x):
     return mask.reshape(mask.shape + (1,) * (x.ndim - mask.ndim))
+
+
+def columns(
+    rendered: tuple[jax.Array, ...], subsample: int, radius: float, max_depth: float, outputs=OBSERVATIONS
+) -> tuple[jax.Array | None, ...]:
+    """The image columns of `render`'s outputs (indices, locations, dots, distances, screen), as
+    `jaxstep.ffi.calls.observe` makes them: (rgb, depth, indices, locations), None where not in `outputs`."""
+    index, location, _, distance, screen = rendered
+    lead, res = index.shape[:-1], index.shape[-1]
+    shape = (*lead, res // subsample, subsample)
+
+    def mean(x):
+        return x.reshape(*shape, *x.shape[len(lead) + 1 :]).sum(len(lead) + 1) / np.float32(subsample)
+
+    def middle(x):
+        return x.reshape(shape)[..., subsample // 2]
+
+    depth = 1 - jnp.clip((distance - np.float32(radius)) / np.float32(max_depth), 0, 1)
+    values = dict(rgb=mean(screen), depth=mean(depth), indices=middle(index), locations=middle(location))
+    return tuple(values[name] if name in outputs else None for name in OBSERVATIONS)
+
+
+def observe(
+    scenery: Scenery,
+    agents: Agents,
+    res: int,
+    half_width: float,
+    radius: float,
+    n_viewers: int | None = None,
+    mask: jax.Array | None = None,
+    subsample: int = 1,
+    max_depth: float = 10.0,
+    outputs=OBSERVATIONS,
+) -> tuple[jax.Array | None, ...]:
+    """Reference of `jaxstep.ffi.calls.observe`."""
+    rendered = render(scenery, agents, res, half_width, radius, n_viewers, mask)
+    return columns(rendered, subsample, radius, max_depth, outputs)

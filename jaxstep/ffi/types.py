@@ -1,4 +1,5 @@
-"""The pytrees the kernels read and write: Scenery (static for a run), Agents (changes every step), Render."""
+"""The pytrees the kernels read and write: Scenery (static for a run), Agents (changes every step), Render and
+Observation."""
 
 from __future__ import annotations
 
@@ -102,3 +103,25 @@ class Render(NamedTuple):
     dots: jax.Array
     distances: jax.Array
     screen: jax.Array
+
+
+OBSERVATIONS = ("rgb", "depth", "indices", "locations")  # the fields of an Observation
+
+
+class Observation(NamedTuple):
+    """Image columns of each viewing agent's view, W = res // subsample of them, as `core.observe` makes them in
+    the render call itself. A field that was not asked for is None.
+
+    Attributes:
+        rgb: (n_envs, n_viewers, 1, W, 3) float32, the mean linear RGB of each column's rays, in [0, 1].
+        depth: (n_envs, n_viewers, 1, W, 1) float32, the mean over the column's rays of
+            1 - clip((distance - AGENT_RADIUS) / max_depth, 0, 1): 1 at the near plane, 0 at max_depth and beyond.
+        indices: (n_envs, n_viewers, W) int32, the line the column's middle ray (ray subsample // 2 of it) hit,
+            as in `Render.indices`.
+        locations: (n_envs, n_viewers, W) float32, where along that line, as in `Render.locations`.
+    """
+
+    rgb: jax.Array | None
+    depth: jax.Array | None
+    indices: jax.Array | None
+    locations: jax.Array | None

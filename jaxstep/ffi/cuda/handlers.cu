@@ -33,19 +33,21 @@ Divisor divisor(long d) {
 
 constexpr long MAX_DIVIDEND = 1l << 31;
 
-// A warp per 32 rays of one view. Its lanes first take 32 lines each round, keep those that may meet the
-// warp's wedge of rays (a ballot), then every lane considers the kept lines in order, their endpoints passed
-// round by shuffles. Lanes past the view's last ray help with the culling and write nothing.
-// At most 64 registers a thread (4 blocks of 256 per SM), so that more warps hide the latency of the loads.
-__global__ void __launch_bounds__(BLOCK, 4)
-    render_kernel(SceneryArrays s, const float* angles, const float* positions, const bool* mask, int n_agents,
-                  int R, Divisor per_view, Divisor per_env, Divisor per_batch, float half_width, float radius,
-                  long warps, RenderOutputs out) {
-  const long w = ((long)blockIdx.x * blockDim.x + threadIdx.x) / 32;
-  const int lane = threadIdx.x % 32;
-  if (w >= warps) return;  // whole warps leave together
-  const unsigned v = per_view(w), e = per_env(v);  // per_view: chunks of 32 rays; per_env: views
-  const int first = (int)(w - v * per_view.d) * 32, last = min(first + 32, R), r = first + lane;
+// A warp's share of the rays: `chunk` (at most 32) consecutive rays of one view, lane l taking ray first + l.
+struct WarpRays {
+  long v;               // the view
+  int first, last, r;   // the warp's rays are first .. last-1; the lane's is r (past last: it only helps)
+  bool wanted;          // the view is wanted (the mask)
+  View view;
+  Viewpoint eye;
+};
+
+// per_view: chunks of rays; per_env: views; per_batch: envs.
+__device__ __forceinline__ WarpRays warp_rays(const SceneryArrays& s, const float* angles, const float* positions,
+                                              const bool* mask, int n_agents, int R, int chunk, Divisor per_view,
+                                              Divisor per_env, Divisor per_batch, long w, int lane) {
+  const unsigned v = per_view(w), e = per_env(v);
+  const int first = (int)(w - v * per_view.d) * chunk;
   const int agent = (int)(v - e * per_env.d);
   // the loads everything else waits on, written first so that they go out together with the scene's
   const bool wanted = mask[v];
@@ -53,21 +55,23 @@ __global__ void __launch_bounds__(BLOCK, 4)
   const float angle = angles[i];
   const Vec p = load_vec(positions + 2 * i);
   const View view = view_at(s, angles, positions, n_agents, per_batch(e), e, agent);
-  const Viewpoint eye = {p, rotation(angle)};
-  if (!wanted) {  // a view not wanted: left empty
-    if (r < R) store_ray(view, n_agents, no_hit(), (long)v * R + r, out);
-    return;
-  }
-  const Ray ray = make_ray(eye, r, R, half_width, radius);
-  const Wedge wedge = ray_wedge(eye, first, last, R, half_width);
+  return {(long)v, first, min(first + chunk, R), first + lane, wanted, view, {p, rotation(angle)}};
+}
 
+// The nearest hit of the lane's ray. Lanes first take 32 lines each round, keep those that may meet the warp's
+// wedge of rays (a ballot), then every lane considers the kept lines in order, their endpoints passed round by
+// shuffles. Every lane of the warp must call it.
+__device__ __forceinline__ RayHit cast(const WarpRays& w, int n_agents, int R, float half_width, float radius,
+                                       int lane) {
+  const Ray ray = make_ray(w.eye, w.r, R, half_width, radius);
+  const Wedge wedge = ray_wedge(w.eye, w.first, w.last, R, half_width);
   RayHit best = no_hit();
   float best_s = INFINITY;
-  const int n_lines = scene_lines(view.scene, n_agents);
+  const int n_lines = scene_lines(w.view.scene, n_agents);
   for (int base = 0; base < n_lines; base += 32) {
     Vec a = {0.f, 0.f}, b = {0.f, 0.f};
-    const bool mine = (base + lane < n_lines) && !hidden_own_line(view, base + lane, radius);
-    if (mine) scene_line(view.scene, view.angles, view.positions, n_agents, base + lane, &a, &b);
+    const bool mine = (base + lane < n_lines) && !hidden_own_line(w.view, base + lane, radius);
+    if (mine) scene_line(w.view.scene, w.view.angles, w.view.positions, n_agents, base + lane, &a, &b);
     unsigned kept = __ballot_sync(0xffffffffu, mine && may_hit(wedge, a, b));
     while (kept) {
       const int k = __ffs(kept) - 1;
@@ -77,7 +81,57 @@ __global__ void __launch_bounds__(BLOCK, 4)
       consider_line(ray.p, ray.u, ray.near, base + k, ka, kb, &best, &best_s);
     }
   }
-  if (r < R) store_ray(view, n_agents, finish_hit(best, best_s, ray.u, ray.ulen), (long)v * R + r, out);
+  return finish_hit(best, best_s, ray.u, ray.ulen);
+}
+
+// A warp per 32 rays of one view; lanes past the view's last ray help with the culling and write nothing.
+// At most 64 registers a thread (4 blocks of 256 per SM), so that more warps hide the latency of the loads.
+__global__ void __launch_bounds__(BLOCK, 4)
+    render_kernel(SceneryArrays s, const float* angles, const float* positions, const bool* mask, int n_agents,
+                  int R, Divisor per_view, Divisor per_env, Divisor per_batch, float half_width, float radius,
+                  long warps, RenderOutputs out) {
+  const long w = ((long)blockIdx.x * blockDim.x + threadIdx.x) / 32;
+  const int lane = threadIdx.x % 32;
+  if (w >= warps) return;  // whole warps leave together
+  const WarpRays rays = warp_rays(s, angles, positions, mask, n_agents, R, 32, per_view, per_env, per_batch, w, lane);
+  // a view not wanted is left empty
+  const RayHit hit = rays.wanted ? cast(rays, n_agents, R, half_width, radius, lane) : no_hit();
+  if (rays.r < R) store_ray(rays.view, n_agents, hit, rays.v * R + rays.r, out);
+}
+
+// A warp per `columns` image columns of k rays each (chunk = columns * k rays): after the search, each column's
+// first lane gathers its rays' pixels by shuffles, in ray order, and writes the column.
+__global__ void __launch_bounds__(BLOCK, 4)
+    observe_kernel(SceneryArrays s, const float* angles, const float* positions, const bool* mask, int n_agents,
+                   int R, Divisor per_column, int columns, Divisor per_view, Divisor per_env, Divisor per_batch,
+                   float half_width, float radius, float max_depth, long warps, ObserveOutputs out) {
+  const long w = ((long)blockIdx.x * blockDim.x + threadIdx.x) / 32;
+  const int lane = threadIdx.x % 32;
+  if (w >= warps) return;
+  const int k = (int)per_column.d;
+  const WarpRays rays =
+      warp_rays(s, angles, positions, mask, n_agents, R, columns * k, per_view, per_env, per_batch, w, lane);
+  const int group = (int)per_column(lane), first_lane = group * k;
+  const long W = R / k, column = rays.v * W + rays.first / k + group;
+  const bool writes = (lane == first_lane) & (group < columns) & (rays.r < R);
+  if (!rays.wanted) {  // whole warps: no shuffles needed
+    if (writes) store_column(out, column, Pixel{{0.f, 0.f, 0.f}, 0.f}, no_hit());
+    return;
+  }
+  const RayHit hit = cast(rays, n_agents, R, half_width, radius, lane);
+  const Pixel mine = rays.r < rays.last ? pixel_of(rays.view, n_agents, hit, radius, max_depth) : Pixel{};
+  Pixel sum = {};
+  for (int j = 0; j < k; j++) {
+    const int from = min(first_lane + j, 31);
+    const Pixel p = {{__shfl_sync(0xffffffffu, mine.rgb.r, from), __shfl_sync(0xffffffffu, mine.rgb.g, from),
+                      __shfl_sync(0xffffffffu, mine.rgb.b, from)},
+                     __shfl_sync(0xffffffffu, mine.depth, from)};
+    sum = j ? add(sum, p) : p;
+  }
+  const int middle = min(first_lane + k / 2, 31);
+  const RayHit mid = {__shfl_sync(0xffffffffu, hit.index, middle), __shfl_sync(0xffffffffu, hit.location, middle),
+                      0.f, 0.f, {0.f, 0.f}};
+  if (writes) store_column(out, column, mean(sum, k), mid);
 }
 
 // LANES threads (a power of two, at most 32) per agent: they share out the walls and other agents, then take
@@ -146,6 +200,28 @@ ffi::Error Render(cudaStream_t stream, F32 angles, F32 positions, Bool mask, I32
   return launch_status();
 }
 
+ffi::Error Observe(cudaStream_t stream, F32 angles, F32 positions, Bool mask, I32 env_geometry, F32 walls,
+                   I32 wall_offsets, F32 lights, I32 light_offsets, F32 texels, F32 baked, I32 texel_offsets,
+                   F32Out rgb, F32Out depth, I32Out indices, F32Out locations, float half_width, float radius,
+                   int32_t res, int32_t subsample, float max_depth) {
+  ObserveCall c;
+  JS_RETURN_IF_ERROR(decode_observe(angles, positions, mask, env_geometry, walls, wall_offsets, lights,
+                                    light_offsets, texels, baked, texel_offsets, rgb, depth, indices, locations, res,
+                                    subsample, &c));
+  const long k = c.subsample, columns = 32 / k, chunk = columns * k;  // whole columns per warp
+  const long chunks = (c.R + chunk - 1) / chunk, warps = c.views() * chunks;
+  if (warps == 0) return ffi::Error::Success();
+  if (warps >= MAX_DIVIDEND) {
+    return ffi::Error::InvalidArgument("observe: " + std::to_string(c.views()) + " views of " +
+                                       std::to_string(c.R) + " rays is more than one call can take; split the batch");
+  }
+  observe_kernel<<<blocks_for(32 * warps), BLOCK, 0, stream>>>(
+      c.scenery, angles.typed_data(), positions.typed_data(), c.mask, (int)c.agents.n_agents, (int)c.R, divisor(k),
+      (int)columns, divisor(chunks), divisor(c.n_viewers), divisor(c.scenery.n_envs), half_width, radius,
+      max_depth, warps, c.out);
+  return launch_status();
+}
+
 ffi::Error Physics(cudaStream_t stream, F32 angles, F32 positions, F32 velocity, F32 angvelocity, I32 env_geometry,
                    F32 walls, I32 wall_offsets, F32Out angles_out, F32Out positions_out, F32Out velocity_out,
                    F32Out angvelocity_out, F32Out progress, float fps, float radius) {
@@ -206,6 +282,31 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxstepRenderCuda, jaxstep::Render,
                                   .Ret<F32>()  // screen
                                   .Attr<float>("half_width")
                                   .Attr<float>("radius"),
+                              {xffi::Traits::kCmdBufferCompatible});
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxstepObserveCuda, jaxstep::Observe,
+                              xffi::Ffi::Bind()
+                                  .Ctx<xffi::PlatformStream<cudaStream_t>>()
+                                  .Arg<F32>()  // angles
+                                  .Arg<F32>()  // positions
+                                  .Arg<jaxstep::Bool>()  // mask
+                                  .Arg<I32>()  // env_geometry
+                                  .Arg<F32>()  // walls
+                                  .Arg<I32>()  // wall_offsets
+                                  .Arg<F32>()  // lights
+                                  .Arg<I32>()  // light_offsets
+                                  .Arg<F32>()  // texels
+                                  .Arg<F32>()  // baked
+                                  .Arg<I32>()  // texel_offsets
+                                  .Ret<F32>()  // rgb
+                                  .Ret<F32>()  // depth
+                                  .Ret<I32>()  // indices
+                                  .Ret<F32>()  // locations
+                                  .Attr<float>("half_width")
+                                  .Attr<float>("radius")
+                                  .Attr<int32_t>("res")
+                                  .Attr<int32_t>("subsample")
+                                  .Attr<float>("max_depth"),
                               {xffi::Traits::kCmdBufferCompatible});
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxstepPhysicsCuda, jaxstep::Physics,
