@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import mixed_geometries, random_agents
+from conftest import mixed_geometries, random_agents, random_walls
 from kernel_checks import assert_observations_close, assert_physics_close, assert_renders_close
 
 from jaxstep import core, scene, toys
@@ -135,6 +135,24 @@ def test_observe_views_chunks_and_batches_cuda_match_cpu(res, subsample, n_viewe
     np.testing.assert_array_equal(gpu.locations, locations)
     np.testing.assert_allclose(gpu.rgb[..., 0, :, :], rgb, atol=1e-6)
     np.testing.assert_allclose(gpu.depth[..., 0, :, 0], depth, atol=1e-6)
+
+
+def test_agents_lit_through_gaps_between_walls_cuda_matches_cpu():
+    # agents crowded among many random walls and lights: most warps see agents, lit in part, their light shared out
+    # over the warp on the GPU and worked out ray by ray on the CPU
+    rng = np.random.default_rng(23)
+    geometries = [random_walls(rng, 60, n_lights=6), random_walls(rng, 90, n_lights=4)]
+    s = scene.scenery([geometries[i % 2] for i in range(300)], n_agents=12)
+    agents = random_agents(rng, 300, 12, lo=3.0, hi=7.0)
+    (s_gpu, a_gpu), (s_cpu, a_cpu) = both((s, agents))
+    gpu = jax.device_get(core.render(s_gpu, a_gpu, res=96))
+    cpu = jax.device_get(core.render(s_cpu, a_cpu, res=96))
+    assert_renders_close(gpu, cpu)
+    on_models = (gpu.indices >= 0) & (gpu.indices < 12 * 8) & (gpu.indices == cpu.indices)
+    assert on_models.mean() > 0.03, "want many rays on agents"
+    np.testing.assert_allclose(gpu.screen[on_models], cpu.screen[on_models], atol=1e-5)
+    brightness = gpu.screen[on_models].max(-1) / np.maximum(1 - gpu.dots[on_models] ** 2, 1e-3)
+    assert np.ptp(brightness) > 0.2, "want agents in light and in shadow"
 
 
 def test_bake_cuda_matches_cpu():

@@ -13,6 +13,8 @@ namespace {
 // then each ray of the chunk considers just those, in order.
 constexpr int CHUNK = 32;
 
+float live(const View& view, int A, RayHit hit) { return live_light(view.scene, view.angles, view.positions, A, hit); }
+
 // Casts every ray of one (wanted) view, calling visit(r, hit) for r = 0 .. R-1 in order. `index` and `ends`
 // are scratch space, kept by the caller across views.
 template <typename Visit>
@@ -59,11 +61,11 @@ ffi::Error Render(F32 angles, F32 positions, Bool mask, I32 env_geometry, F32 wa
   for (long v = 0; v < c.views(); v++) {
     const View view = view_of(c.scenery, angles.typed_data(), positions.typed_data(), A, V, v);
     if (!c.mask[v]) {
-      for (int r = 0; r < R; r++) store_ray(view, A, no_hit(), v * R + r, c.out);
+      for (int r = 0; r < R; r++) store_ray(view, A, no_hit(), 0.f, v * R + r, c.out);
       continue;
     }
     cast_view(view, A, R, half_width, radius, index, ends,
-              [&](int r, RayHit hit) { store_ray(view, A, hit, v * R + r, c.out); });
+              [&](int r, RayHit hit) { store_ray(view, A, hit, live(view, A, hit), v * R + r, c.out); });
   }
   return ffi::Error::Success();
 }
@@ -90,7 +92,7 @@ ffi::Error Observe(F32 angles, F32 positions, Bool mask, I32 env_geometry, F32 w
     const View view = view_of(c.scenery, angles.typed_data(), positions.typed_data(), A, V, v);
     cast_view(view, A, R, half_width, radius, index, ends, [&](int r, RayHit hit) {
       hits[r] = hit;
-      pixels[r] = pixel_of(view, A, hit, radius, max_depth);
+      pixels[r] = pixel_of(view, A, hit, live(view, A, hit), radius, max_depth);
     });
     for (long col = 0; col < W; col++) {
       Pixel sum = pixels[col * k];

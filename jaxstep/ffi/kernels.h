@@ -102,6 +102,17 @@ JS_FN Projection project(Vec P, Vec U, Vec Q) {
   return {dot(PQ, U) / (u * u), fabsf(cross(PQ, U)) / u};
 }
 
+// An axis-aligned box, for culling segments that cannot come near something inside it.
+struct Box {
+  Vec lo, hi;
+};
+
+// Whether the segment a-b lies wholly on the far side of one of the box's edges. NaN endpoints never do.
+JS_FN bool outside(const Box& box, Vec a, Vec b) {
+  return ((a.x < box.lo.x) & (b.x < box.lo.x)) | ((a.x > box.hi.x) & (b.x > box.hi.x)) |
+         ((a.y < box.lo.y) & (b.y < box.lo.y)) | ((a.y > box.hi.y) & (b.y > box.hi.y));
+}
+
 // Endpoints of model line m (0..7) of an agent at `position` facing `r`: an octagon with corners
 // (+-.5, +-1), (+-1, +-.5) scaled by AGENT_WIDTH/2, walked anticlockwise from (-.5, -1).
 // Corner m of the octagon. A switch rather than a table, which nvcc would put in slow local memory.
@@ -127,6 +138,20 @@ JS_FN void model_line(Rotation r, Vec position, int m, Vec* a, Vec* b) {
 // ---------------------------------------------------------------------------------------------------
 // Lighting (the bake kernel, and agent texels at render time)
 
+// Whether wall a-b hides the light at I from point C. .999 rather than 1, so that texels on a wall are not
+// shadowed by the wall itself. Only a wall that crosses the segment I-C can: one wholly outside a box around
+// that segment, widened by far more than rounding, never does.
+JS_FN bool occludes(Vec I, Vec C, Vec a, Vec b) {
+  const Crossing p = intersect(I, C - I, a, b - a);
+  return (p.t > 0.f) & (p.t < 1.f) & (p.s > 0.f) & (p.s < .999f);
+}
+
+// Light from `light` (x, y, intensity) reaching point C if nothing hides it.
+JS_FN float light_from(const float* light, Vec C) {
+  const Vec d = load_vec(light) - C;
+  return LUMINANCE * light[2] / fmaxf(dot(d, d), 1.f);
+}
+
 // Light reaching point C: AMBIENT plus LUMINANCE * I / max(d^2, 1) from each light not hidden by a wall,
 // clamped to 1. `lights` is (n_lights, 3) as x, y, intensity; `walls` is (n_walls, 2, 2).
 JS_FN float light_intensity(Vec C, const float* lights, int n_lights, const float* walls, int n_walls) {
@@ -135,15 +160,9 @@ JS_FN float light_intensity(Vec C, const float* lights, int n_lights, const floa
     const Vec I = load_vec(lights + 3 * i);
     bool visible = true;
     for (int w = 0; w < n_walls && visible; w++) {
-      const Vec a = load_vec(walls + 4 * w), b = load_vec(walls + 4 * w + 2);
-      const Crossing p = intersect(I, C - I, a, b - a);
-      // .999 rather than 1, so texels on a wall are not shadowed by the wall itself
-      visible = !((p.t > 0.f) & (p.t < 1.f) & (p.s > 0.f) & (p.s < .999f));
+      visible = !occludes(I, C, load_vec(walls + 4 * w), load_vec(walls + 4 * w + 2));
     }
-    if (visible) {
-      const Vec d = I - C;
-      intensity += LUMINANCE * lights[3 * i + 2] / fmaxf(dot(d, d), 1.f);
-    }
+    if (visible) intensity += light_from(lights + 3 * i, C);
   }
   return fminf(intensity, 1.f);
 }
@@ -220,11 +239,6 @@ JS_FN float wall_collision(Vec p, Vec v, Vec a, Vec b, float radius) {
   return x;
 }
 
-// An axis-aligned box holding every point a wall must come near to stop a move (see `sweep_box`).
-struct Box {
-  Vec lo, hi;
-};
-
 // The box around the move v from p, lengthened by a quarter at each end and widened by the contact reach
 // (1.001 radius, as wall_collision) and 5 cm. Every contact wall_collision reports lies within the reach of the
 // move, at a fraction below 1 / .99 of it (sensibilize keeps 99%), so a wall wholly outside the box gives 1: the
@@ -233,12 +247,6 @@ JS_FN Box sweep_box(Vec p, Vec v, float radius) {
   const Vec s = p - v * .25f, e = p + v * 1.25f;
   const float m = 1.001f * radius + .05f;
   return {{fminf(s.x, e.x) - m, fminf(s.y, e.y) - m}, {fmaxf(s.x, e.x) + m, fmaxf(s.y, e.y) + m}};
-}
-
-// Whether the segment a-b lies wholly on the far side of one of the box's edges. NaN endpoints never do.
-JS_FN bool outside(const Box& box, Vec a, Vec b) {
-  return ((a.x < box.lo.x) & (b.x < box.lo.x)) | ((a.x > box.hi.x) & (b.x > box.hi.x)) |
-         ((a.y < box.lo.y) & (b.y < box.lo.y)) | ((a.y > box.hi.y) & (b.y > box.hi.y));
 }
 
 // Progress of agent `a` of one env: the largest fraction in [0, 1] of its move velocity/fps it can make
@@ -521,9 +529,26 @@ struct Colour {
   float r, g, b;  // linear RGB
 };
 
-// Colour of a hit: (1 - dot^2) * light * filtered texel colour; black for none. Model lines are lit on the fly
-// (occluded by walls only); walls use their baked light.
-JS_FN Colour shade(const EnvScene& scene, const float* angles, const float* positions, int n_agents, RayHit hit) {
+// Whether a hit is on an agent's model, whose light is worked out at render time (`live_light`); walls' is baked.
+JS_FN bool on_model(RayHit hit, int n_agents) { return (hit.index >= 0) & (hit.index < n_agents * MODEL_LINES); }
+
+// The point a model hit lies at.
+JS_FN Vec model_point(const float* angles, const float* positions, RayHit hit) {
+  const int o = hit.index / MODEL_LINES;
+  Vec a, b;
+  model_line(rotation(angles[o]), load_vec(positions + 2 * o), hit.index % MODEL_LINES, &a, &b);
+  return lerp(a, b, hit.location);
+}
+
+// The light at a model hit's point, occluded by walls only (0, unused, for any other hit).
+JS_FN float live_light(const EnvScene& scene, const float* angles, const float* positions, int n_agents, RayHit hit) {
+  if (!on_model(hit, n_agents)) return 0.f;
+  return light_intensity(model_point(angles, positions, hit), scene.lights, scene.n_lights, scene.walls, scene.n_walls);
+}
+
+// Colour of a hit: (1 - dot^2) * light * filtered texel colour; black for none. `live` is the light of a model
+// hit (from live_light, or the CUDA warp's shared version of it); walls use their baked light.
+JS_FN Colour shade(const EnvScene& scene, int n_agents, RayHit hit, float live) {
   if (hit.index < 0) return {0.f, 0.f, 0.f};
   const int first_wall = n_agents * MODEL_LINES;
   const bool is_model = hit.index < first_wall;
@@ -531,16 +556,7 @@ JS_FN Colour shade(const EnvScene& scene, const float* angles, const float* posi
                                 : scene.wall_texels + (hit.index - first_wall);
   const int start = offsets[0];
   const Filter f = texture_filter(hit.location, offsets[1] - start);
-
-  float light;
-  if (is_model) {
-    const int o = hit.index / MODEL_LINES;
-    Vec la, lb;
-    model_line(rotation(angles[o]), load_vec(positions + 2 * o), hit.index % MODEL_LINES, &la, &lb);
-    light = light_intensity(lerp(la, lb, hit.location), scene.lights, scene.n_lights, scene.walls, scene.n_walls);
-  } else {
-    light = f.lw * scene.baked[start + f.l] + f.rw * scene.baked[start + f.r];
-  }
+  const float light = is_model ? live : f.lw * scene.baked[start + f.l] + f.rw * scene.baked[start + f.r];
   const float k = (1.f - hit.dot * hit.dot) * light;
   const float* l = scene.texels + 3 * (start + f.l);
   const float* r = scene.texels + 3 * (start + f.r);
@@ -637,13 +653,13 @@ JS_FN bool hidden_own_line(const View& view, int i, float radius) {
   return (i / MODEL_LINES == view.agent) & (radius > 1.001f * MODEL_REACH);  // a margin over rounding
 }
 
-// Writes ray `item` = v * R + r of the outputs, shading its hit.
-JS_FN void store_ray(const View& view, int n_agents, RayHit hit, long item, RenderOutputs out) {
+// Writes ray `item` = v * R + r of the outputs, shading its hit (`live`: its light if on a model).
+JS_FN void store_ray(const View& view, int n_agents, RayHit hit, float live, long item, RenderOutputs out) {
   out.indices[item] = hit.index;
   out.locations[item] = hit.location;
   out.dots[item] = hit.dot;
   out.distances[item] = hit.distance;
-  const Colour c = shade(view.scene, view.angles, view.positions, n_agents, hit);
+  const Colour c = shade(view.scene, n_agents, hit, live);
   out.screen[3 * item] = c.r;
   out.screen[3 * item + 1] = c.g;
   out.screen[3 * item + 2] = c.b;
@@ -665,8 +681,9 @@ struct Pixel {
   float depth;
 };
 
-JS_FN Pixel pixel_of(const View& view, int n_agents, RayHit hit, float radius, float max_depth) {
-  return {shade(view.scene, view.angles, view.positions, n_agents, hit), depth_of(hit.distance, radius, max_depth)};
+// `live`: the hit's light if it is on a model (see shade).
+JS_FN Pixel pixel_of(const View& view, int n_agents, RayHit hit, float live, float radius, float max_depth) {
+  return {shade(view.scene, n_agents, hit, live), depth_of(hit.distance, radius, max_depth)};
 }
 
 // Sums a column's pixels in ray order (the order both handlers use), then divides by their count.

@@ -84,6 +84,58 @@ __device__ __forceinline__ RayHit cast(const WarpRays& w, int n_agents, int R, f
   return finish_hit(best, best_s, ray.u, ray.ulen);
 }
 
+// The min (or max) of x over the warp.
+__device__ __forceinline__ float warp_min(float x) {
+  for (int offset = 16; offset > 0; offset /= 2) x = fminf(x, __shfl_xor_sync(0xffffffffu, x, offset));
+  return x;
+}
+
+__device__ __forceinline__ float warp_max(float x) {
+  for (int offset = 16; offset > 0; offset /= 2) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, offset));
+  return x;
+}
+
+// live_light of each lane's hit (`needed` where the lane's ray is one of the warp's), with the walls shared out:
+// lighting each lane's model hit on its own would run every lane through every (light, wall) pair. For each light,
+// the lanes take 32 walls a round and keep those inside the box around the light and every point that needs it
+// (widened by 5 cm); only those are tested against each point, by the same `occludes`, light by light in order.
+// A wall outside that box crosses no segment from the light to a point, so the light is live_light's.
+// Every lane of the warp must call it.
+__device__ __forceinline__ float warp_live_light(const View& view, int n_agents, RayHit hit, bool needed, int lane) {
+  const bool needs = needed & on_model(hit, n_agents);
+  if (!__any_sync(0xffffffffu, needs)) return 0.f;
+  const EnvScene& scene = view.scene;
+  const Vec C = needs ? model_point(view.angles, view.positions, hit) : Vec{0.f, 0.f};
+  const Box points = {{warp_min(needs ? C.x : INFINITY), warp_min(needs ? C.y : INFINITY)},
+                      {warp_max(needs ? C.x : -INFINITY), warp_max(needs ? C.y : -INFINITY)}};
+  float intensity = AMBIENT;
+  for (int i = 0; i < scene.n_lights; i++) {
+    const Vec I = load_vec(scene.lights + 3 * i);
+    const float m = .05f;
+    const Box box = {{fminf(points.lo.x, I.x) - m, fminf(points.lo.y, I.y) - m},
+                     {fmaxf(points.hi.x, I.x) + m, fmaxf(points.hi.y, I.y) + m}};
+    bool visible = true;
+    for (int base = 0; base < scene.n_walls; base += 32) {
+      const int w = base + lane;
+      Vec a = {0.f, 0.f}, b = {0.f, 0.f};
+      if (w < scene.n_walls) {
+        a = load_vec(scene.walls + 4 * w);
+        b = load_vec(scene.walls + 4 * w + 2);
+      }
+      unsigned near = __ballot_sync(0xffffffffu, (w < scene.n_walls) && !outside(box, a, b));
+      while (near) {
+        const int k = __ffs(near) - 1;
+        near &= near - 1;
+        const Vec ka = {__shfl_sync(0xffffffffu, a.x, k), __shfl_sync(0xffffffffu, a.y, k)};
+        const Vec kb = {__shfl_sync(0xffffffffu, b.x, k), __shfl_sync(0xffffffffu, b.y, k)};
+        if (needs & visible) visible = !occludes(I, C, ka, kb);
+      }
+    }
+    if (needs & visible) intensity += light_from(scene.lights + 3 * i, C);
+  }
+  return needs ? fminf(intensity, 1.f) : 0.f;
+}
+
 // A warp per 32 rays of one view; lanes past the view's last ray help with the culling and write nothing.
 // At most 64 registers a thread (4 blocks of 256 per SM), so that more warps hide the latency of the loads.
 __global__ void __launch_bounds__(BLOCK, 4)
@@ -96,11 +148,15 @@ __global__ void __launch_bounds__(BLOCK, 4)
   const WarpRays rays = warp_rays(s, angles, positions, mask, n_agents, R, 32, per_view, per_env, per_batch, w, lane);
   // a view not wanted is left empty
   const RayHit hit = rays.wanted ? cast(rays, n_agents, R, half_width, radius, lane) : no_hit();
-  if (rays.r < R) store_ray(rays.view, n_agents, hit, rays.v * R + rays.r, out);
+  const float live = warp_live_light(rays.view, n_agents, hit, rays.r < rays.last, lane);
+  if (rays.r < R) store_ray(rays.view, n_agents, hit, live, rays.v * R + rays.r, out);
 }
 
-// A warp per `columns` image columns of k rays each (chunk = columns * k rays): after the search, each column's
-// first lane gathers its rays' pixels by shuffles, in ray order, and writes the column.
+// A warp per `columns` image columns of K rays each (K * columns <= 32 rays): after the search, each column's
+// first lane gathers its rays' pixels by shuffles, in ray order, and writes the column. K is a template parameter
+// for the common counts, so that a column of one ray needs no shuffles and the lane's column no division; K = 0
+// reads it from per_column.
+template <int K>
 __global__ void __launch_bounds__(BLOCK, 4)
     observe_kernel(SceneryArrays s, const float* angles, const float* positions, const bool* mask, int n_agents,
                    int R, Divisor per_column, int columns, Divisor per_view, Divisor per_env, Divisor per_batch,
@@ -108,18 +164,19 @@ __global__ void __launch_bounds__(BLOCK, 4)
   const long w = ((long)blockIdx.x * blockDim.x + threadIdx.x) / 32;
   const int lane = threadIdx.x % 32;
   if (w >= warps) return;
-  const int k = (int)per_column.d;
+  const int k = K ? K : (int)per_column.d;
   const WarpRays rays =
       warp_rays(s, angles, positions, mask, n_agents, R, columns * k, per_view, per_env, per_batch, w, lane);
-  const int group = (int)per_column(lane), first_lane = group * k;
-  const long W = R / k, column = rays.v * W + rays.first / k + group;
-  const bool writes = (lane == first_lane) & (group < columns) & (rays.r < R);
-  if (!rays.wanted) {  // whole warps: no shuffles needed
-    if (writes) store_column(out, column, Pixel{{0.f, 0.f, 0.f}, 0.f}, no_hit());
+  const RayHit hit = rays.wanted ? cast(rays, n_agents, R, half_width, radius, lane) : no_hit();
+  // a view not wanted is left empty (whole warps: no lane takes the shuffles below)
+  const bool mine_counts = rays.r < rays.last;
+  const float live = warp_live_light(rays.view, n_agents, hit, mine_counts, lane);
+  const Pixel mine = mine_counts ? pixel_of(rays.view, n_agents, hit, live, radius, max_depth) : Pixel{};
+  if (K == 1) {
+    if (rays.r < rays.last) store_column(out, rays.v * R + rays.r, mine, hit);
     return;
   }
-  const RayHit hit = cast(rays, n_agents, R, half_width, radius, lane);
-  const Pixel mine = rays.r < rays.last ? pixel_of(rays.view, n_agents, hit, radius, max_depth) : Pixel{};
+  const int group = K ? lane / K : (int)per_column(lane), first_lane = group * k;
   Pixel sum = {};
   for (int j = 0; j < k; j++) {
     const int from = min(first_lane + j, 31);
@@ -131,7 +188,17 @@ __global__ void __launch_bounds__(BLOCK, 4)
   const int middle = min(first_lane + k / 2, 31);
   const RayHit mid = {__shfl_sync(0xffffffffu, hit.index, middle), __shfl_sync(0xffffffffu, hit.location, middle),
                       0.f, 0.f, {0.f, 0.f}};
-  if (writes) store_column(out, column, mean(sum, k), mid);
+  if ((lane == first_lane) & (group < columns) & (rays.r < rays.last)) {
+    store_column(out, rays.v * (R / k) + rays.first / k + group, mean(sum, k), mid);
+  }
+}
+
+template <int K>
+void launch_observe(cudaStream_t stream, const ObserveCall& c, const float* angles, const float* positions,
+                    long columns, long chunks, long warps, float half_width, float radius, float max_depth) {
+  observe_kernel<K><<<blocks_for(32 * warps), BLOCK, 0, stream>>>(
+      c.scenery, angles, positions, c.mask, (int)c.agents.n_agents, (int)c.R, divisor(c.subsample), (int)columns,
+      divisor(chunks), divisor(c.n_viewers), divisor(c.scenery.n_envs), half_width, radius, max_depth, warps, c.out);
 }
 
 // LANES threads (a power of two, at most 32) per agent: they share out the walls and other agents, then take
@@ -215,10 +282,14 @@ ffi::Error Observe(cudaStream_t stream, F32 angles, F32 positions, Bool mask, I3
     return ffi::Error::InvalidArgument("observe: " + std::to_string(c.views()) + " views of " +
                                        std::to_string(c.R) + " rays is more than one call can take; split the batch");
   }
-  observe_kernel<<<blocks_for(32 * warps), BLOCK, 0, stream>>>(
-      c.scenery, angles.typed_data(), positions.typed_data(), c.mask, (int)c.agents.n_agents, (int)c.R, divisor(k),
-      (int)columns, divisor(chunks), divisor(c.n_viewers), divisor(c.scenery.n_envs), half_width, radius,
-      max_depth, warps, c.out);
+  const float *a = angles.typed_data(), *p = positions.typed_data();
+  switch (k) {
+    case 1: launch_observe<1>(stream, c, a, p, columns, chunks, warps, half_width, radius, max_depth); break;
+    case 2: launch_observe<2>(stream, c, a, p, columns, chunks, warps, half_width, radius, max_depth); break;
+    case 4: launch_observe<4>(stream, c, a, p, columns, chunks, warps, half_width, radius, max_depth); break;
+    case 8: launch_observe<8>(stream, c, a, p, columns, chunks, warps, half_width, radius, max_depth); break;
+    default: launch_observe<0>(stream, c, a, p, columns, chunks, warps, half_width, radius, max_depth);
+  }
   return launch_status();
 }
 
