@@ -72,6 +72,21 @@ def test_physics_in_a_small_geometry_cuda_matches_cpu(n_agents):
     assert (gpu[1] < 1).mean() > 0.1, "the walls should stop many agents"
 
 
+@pytest.mark.parametrize("n_agents", [1, 3])
+def test_physics_among_dense_walls_cuda_matches_cpu(n_agents):
+    # hundreds of walls and long moves: dozens of walls near each move, so a warp's queue of full wall tests fills
+    # and is run many times over
+    rng = np.random.default_rng(29 + n_agents)
+    geometries = [random_walls(rng, 400, n_lights=1), random_walls(rng, 250, n_lights=1)]
+    s = scene.scenery([geometries[i % 2] for i in range(515)], n_agents=n_agents)
+    agents = random_agents(rng, 515, n_agents, lo=1.0, hi=9.0)
+    agents = dataclasses.replace(agents, velocity=agents.velocity * 8)  # metres a step of about 2.4 (fps 10)
+    (s_gpu, a_gpu), (s_cpu, a_cpu) = both((s, agents))
+    gpu, cpu = jax.device_get(core.physics(s_gpu, a_gpu)), jax.device_get(core.physics(s_cpu, a_cpu))
+    assert_physics_close(gpu, cpu)
+    assert 0.2 < (gpu[1] < 1).mean() < 1, "the walls should stop many agents, not all"
+
+
 @pytest.mark.parametrize("res, n_viewers", [(100, 3), (33, 1), (32, 5), (7, 2)])
 def test_render_views_chunks_and_batches_cuda_match_cpu(res, n_viewers):
     # every way a warp's index splits into batch element, env, viewer and chunk of 32 rays, the last chunk partial

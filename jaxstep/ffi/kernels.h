@@ -249,28 +249,46 @@ JS_FN Box sweep_box(Vec p, Vec v, float radius) {
   return {{fminf(s.x, e.x) - m, fminf(s.y, e.y) - m}, {fmaxf(s.x, e.x) + m, fmaxf(s.y, e.y) + m}};
 }
 
-// Progress of agent `a` of one env: the largest fraction in [0, 1] of its move velocity/fps it can make
-// before touching a wall or another agent. positions, velocity: (n_agents, 2); walls: (n_walls, 2, 2).
-// Only every `stride`th other agent and wall from `first` is checked, so that several threads can share the
-// work and take the min of their results.
-JS_FN float agent_progress(int a, int n_agents, const float* positions, const float* velocity,
-                           const float* walls, int n_walls, float fps, float radius, int first = 0,
-                           int stride = 1) {
-  const Vec p = load_vec(positions + 2 * a);
-  const Vec v = load_vec(velocity + 2 * a) * (1.f / fps);
+// Agent a's move this step: where it starts and the metres it would go. positions, velocity: (n_agents, 2).
+struct Move {
+  Vec p, v;
+};
+
+JS_FN Move move_of(int a, const float* positions, const float* velocity, float fps) {
+  return {load_vec(positions + 2 * a), load_vec(velocity + 2 * a) * (1.f / fps)};
+}
+
+// The largest fraction of agent a's move before it touches another agent (every `stride`th from `first`).
+JS_FN float agents_progress(int a, int n_agents, const float* positions, const float* velocity, float fps,
+                            float radius, int first = 0, int stride = 1) {
+  const Move m = move_of(a, positions, velocity, fps);
   float x = 1.f;
   for (int o = first; o < n_agents; o += stride) {
     if (o == a) continue;
     const Vec vo = load_vec(velocity + 2 * o) * (1.f / fps);
-    x = fminf(x, agent_collision(p, v, load_vec(positions + 2 * o), vo, radius));
-  }
-  // most walls of a floor plan are far from a step's move: a box test skips their wall_collision
-  const Box near = sweep_box(p, v, radius);
-  for (int w = first; w < n_walls; w += stride) {
-    const Vec wa = load_vec(walls + 4 * w), wb = load_vec(walls + 4 * w + 2);
-    if (!outside(near, wa, wb)) x = fminf(x, wall_collision(p, v, wa, wb, radius));
+    x = fminf(x, agent_collision(m.p, m.v, load_vec(positions + 2 * o), vo, radius));
   }
   return x;
+}
+
+// The largest fraction of a move before it touches one of the walls (n_walls, 2, 2). Most walls of a floor plan
+// are far from a step's move: a box test skips their wall_collision.
+JS_FN float walls_progress(Move m, const float* walls, int n_walls, float radius) {
+  const Box near = sweep_box(m.p, m.v, radius);
+  float x = 1.f;
+  for (int w = 0; w < n_walls; w++) {
+    const Vec wa = load_vec(walls + 4 * w), wb = load_vec(walls + 4 * w + 2);
+    if (!outside(near, wa, wb)) x = fminf(x, wall_collision(m.p, m.v, wa, wb, radius));
+  }
+  return x;
+}
+
+// Progress of agent `a` of one env: the largest fraction in [0, 1] of its move velocity/fps it can make
+// before touching a wall or another agent. positions, velocity: (n_agents, 2); walls: (n_walls, 2, 2).
+JS_FN float agent_progress(int a, int n_agents, const float* positions, const float* velocity,
+                           const float* walls, int n_walls, float fps, float radius) {
+  const float others = agents_progress(a, n_agents, positions, velocity, fps, radius);
+  return fminf(others, walls_progress(move_of(a, positions, velocity, fps), walls, n_walls, radius));
 }
 
 // One agent's pose after moving `progress` of its step; velocities are zeroed where it was stopped short.
@@ -716,15 +734,14 @@ JS_FN void store_column(ObserveOutputs out, long item, Pixel mean, RayHit middle
   if (out.locations) out.locations[item] = middle.location;
 }
 
-// Progress of agent `item` = e * n_agents + a (over every stride'th wall and agent from `first`).
-// positions, velocity: (B, n_envs, n_agents, 2).
+// Progress of agent `item` = e * n_agents + a. positions, velocity: (B, n_envs, n_agents, 2).
 JS_FN float progress_item(const SceneryArrays& s, const float* positions, const float* velocity, int n_agents,
-                          float fps, float radius, long item, int first = 0, int stride = 1) {
+                          float fps, float radius, long item) {
   const long e = item / n_agents;
   const int a = (int)(item % n_agents);
   const EnvScene scene = env_scene(s, e);
   return agent_progress(a, n_agents, positions + 2 * e * n_agents, velocity + 2 * e * n_agents, scene.walls,
-                        scene.n_walls, fps, radius, first, stride);
+                        scene.n_walls, fps, radius);
 }
 
 struct AgentArrays {

@@ -201,26 +201,96 @@ void launch_observe(cudaStream_t stream, const ObserveCall& c, const float* angl
       divisor(chunks), divisor(c.n_viewers), divisor(c.scenery.n_envs), half_width, radius, max_depth, warps, c.out);
 }
 
-// LANES threads (a power of two, at most 32) per agent: they share out the walls and other agents, then take
-// the min. A template parameter, so that the divisions by it are shifts. Progress is written to its own buffer,
-// so the inputs are all read before `advance_kernel` (next on the stream) overwrites them.
+// LANES threads (a power of two, at most 8) per agent; a warp holds 32 / LANES agents. The lanes share out an
+// agent's walls and other agents, then take the min. A template parameter, so that the divisions by it are shifts.
+//
+// A wall's full collision test is long, and only the few walls near a move need it (sweep_box): were each lane to
+// test its near walls as it met them, the warp would run a full test for every wall index at which any of its
+// lanes met one. So the lanes first box-test their walls and queue the near ones (wall and agent) in shared
+// memory, then run the queue's full tests 32 at a time, one per lane, whatever agent each is for; each agent's
+// min is kept in shared memory (as bits: progress is never negative or NaN, so its bits order as it does).
+// Progress is written to its own buffer, so the inputs are all read before `advance_kernel` (next on the stream)
+// overwrites them.
+constexpr int MAX_PROGRESS_LANES = 8;
+constexpr int QUEUE = 64;  // queue slots per warp: up to 31 left over and a round's 32
+
 template <int LANES>
-__global__ void progress_kernel(SceneryArrays s, const float* positions, const float* velocity, int n_agents, long n,
-                                float fps, float radius, float* progress) {
+__global__ void __launch_bounds__(BLOCK) progress_kernel(SceneryArrays s, const float* positions,
+                                                         const float* velocity, int n_agents, long n, float fps,
+                                                         float radius, float* progress) {
+  constexpr unsigned ALL = 0xffffffffu;
+  __shared__ int queued_wall[BLOCK / 32][QUEUE];
+  __shared__ int queued_group[BLOCK / 32][QUEUE];
+  __shared__ unsigned least[BLOCK / 32][32 / LANES];
+  const int warp = threadIdx.x / 32, wl = threadIdx.x % 32, lane = wl % LANES, group = wl / LANES;
   const long i = ((long)blockIdx.x * blockDim.x + threadIdx.x) / LANES;
-  const int lane = threadIdx.x % LANES;
   // no early return for agents past the last: their lanes still take part in the warp's shuffles
-  float x = i < n ? progress_item(s, positions, velocity, n_agents, fps, radius, i, lane, LANES) : 1.f;
-  for (int offset = LANES / 2; offset > 0; offset /= 2) x = fminf(x, __shfl_xor_sync(0xffffffff, x, offset));
+  Move m = {{0.f, 0.f}, {0.f, 0.f}};
+  const float* walls = nullptr;
+  int n_walls = 0;
+  float x = 1.f;
+  if (i < n) {
+    const long e = i / n_agents;
+    const int a = (int)(i - e * n_agents);
+    const EnvScene scene = env_scene(s, e);
+    const float *p = positions + 2 * e * n_agents, *v = velocity + 2 * e * n_agents;
+    m = move_of(a, p, v, fps);
+    walls = scene.walls;
+    n_walls = scene.n_walls;
+    x = agents_progress(a, n_agents, p, v, fps, radius, lane, LANES);
+  }
+  if (lane == 0) least[warp][group] = __float_as_uint(1.f);
+  const Box near = sweep_box(m.p, m.v, radius);
+  int rounds = (n_walls + LANES - 1) / LANES;  // the most of any agent in the warp, so all take the ballots
+  for (int offset = 16; offset > 0; offset /= 2) rounds = max(rounds, __shfl_xor_sync(ALL, rounds, offset));
+  int count = 0;  // queued entries, the same in every lane
+  auto run_queue = [&](int k) {  // the full tests of the first k entries, one per lane
+    __syncwarp();
+    const bool mine = wl < k;
+    const int g = mine ? queued_group[warp][wl] : group, w = mine ? queued_wall[warp][wl] : 0;
+    const int from = g * LANES;  // a lane of the agent the entry is for
+    const Move gm = {{__shfl_sync(ALL, m.p.x, from), __shfl_sync(ALL, m.p.y, from)},
+                     {__shfl_sync(ALL, m.v.x, from), __shfl_sync(ALL, m.v.y, from)}};
+    const float* gw = (const float*)__shfl_sync(ALL, (long long)walls, from);
+    if (mine) {
+      const float y = wall_collision(gm.p, gm.v, load_vec(gw + 4 * w), load_vec(gw + 4 * w + 2), radius);
+      atomicMin(&least[warp][g], __float_as_uint(y + 0.f));  // + 0: -0 to 0, whose bits order with the rest
+    }
+    __syncwarp();
+  };
+  for (int round = 0; round < rounds; round++) {
+    const int w = round * LANES + lane;
+    bool is_near = false;
+    if (w < n_walls) is_near = !outside(near, load_vec(walls + 4 * w), load_vec(walls + 4 * w + 2));
+    const unsigned ballot = __ballot_sync(ALL, is_near);
+    if (is_near) {
+      const int slot = count + __popc(ballot & ((1u << wl) - 1));
+      queued_wall[warp][slot] = w;
+      queued_group[warp][slot] = group;
+    }
+    count += __popc(ballot);
+    if (count >= 32) {
+      run_queue(32);
+      count -= 32;
+      if (wl < count) {  // the rest to the front
+        queued_wall[warp][wl] = queued_wall[warp][32 + wl];
+        queued_group[warp][wl] = queued_group[warp][32 + wl];
+      }
+      __syncwarp();  // before the next round's lanes queue behind them
+    }
+  }
+  run_queue(count);
+  x = fminf(x, __uint_as_float(least[warp][group]));
+  for (int offset = LANES / 2; offset > 0; offset /= 2) x = fminf(x, __shfl_xor_sync(ALL, x, offset));
   if ((i < n) & (lane == 0)) progress[i] = x;
 }
 
 // Threads per agent in `progress_kernel`: enough for one wall or other agent each (the packed wall count bounds
-// any geometry's), so that small geometries do not leave most of a warp idle.
+// any geometry's), at most MAX_PROGRESS_LANES, so that small geometries do not leave lanes idle.
 int progress_lanes(long n_walls, long n_agents) {
   const long work = n_walls + n_agents - 1;
   int lanes = 1;
-  while (lanes < 32 && lanes < work) lanes *= 2;
+  while (lanes < MAX_PROGRESS_LANES && lanes < work) lanes *= 2;
   return lanes;
 }
 
@@ -305,9 +375,7 @@ ffi::Error Physics(cudaStream_t stream, F32 angles, F32 positions, F32 velocity,
     case 1: launch_progress<1>(stream, c, n, fps, radius); break;
     case 2: launch_progress<2>(stream, c, n, fps, radius); break;
     case 4: launch_progress<4>(stream, c, n, fps, radius); break;
-    case 8: launch_progress<8>(stream, c, n, fps, radius); break;
-    case 16: launch_progress<16>(stream, c, n, fps, radius); break;
-    default: launch_progress<32>(stream, c, n, fps, radius);
+    default: launch_progress<MAX_PROGRESS_LANES>(stream, c, n, fps, radius);
   }
   const long envs = c.agents.batch * c.agents.n_envs;
   advance_kernel<<<blocks_for(envs), BLOCK, 0, stream>>>(c.angles, c.positions, c.velocity, c.angvelocity,
