@@ -201,44 +201,23 @@ void launch_observe(cudaStream_t stream, const ObserveCall& c, const float* angl
       divisor(chunks), divisor(c.n_viewers), divisor(c.scenery.n_envs), half_width, radius, max_depth, warps, c.out);
 }
 
-// LANES threads (a power of two, at most 8) per agent; a warp holds 32 / LANES agents. The lanes share out an
-// agent's walls and other agents, then take the min. A template parameter, so that the divisions by it are shifts.
-//
-// A wall's full collision test is long, and only the few walls near a move need it (sweep_box): were each lane to
-// test its near walls as it met them, the warp would run a full test for every wall index at which any of its
-// lanes met one. So the lanes first box-test their walls and queue the near ones (wall and agent) in shared
-// memory, then run the queue's full tests 32 at a time, one per lane, whatever agent each is for; each agent's
-// min is kept in shared memory (as bits: progress is never negative or NaN, so its bits order as it does).
-// Progress is written to its own buffer, so the inputs are all read before `advance_kernel` (next on the stream)
-// overwrites them.
+constexpr unsigned ALL = 0xffffffffu;
 constexpr int MAX_PROGRESS_LANES = 8;
 constexpr int QUEUE = 64;  // queue slots per warp: up to 31 left over and a round's 32
 
+// The least wall progress of each agent of a warp (m: the lane's agent's move; walls: its env's), for many walls.
+// A wall's full collision test is long, and only the few walls near a move need it (sweep_box): were each lane to
+// test its near walls as it met them, the warp would run a full test for every wall index at which any of its
+// lanes met one. So the lanes first box-test their walls and queue the near ones (wall and agent) in shared
+// memory, then run the queue's full tests 32 at a time, one per lane, whatever agent each is for. Each agent's
+// min is kept in shared memory as bits: progress is never negative or NaN, so its bits order as it does. Every
+// lane of the warp must call it.
 template <int LANES>
-__global__ void __launch_bounds__(BLOCK) progress_kernel(SceneryArrays s, const float* positions,
-                                                         const float* velocity, int n_agents, long n, float fps,
-                                                         float radius, float* progress) {
-  constexpr unsigned ALL = 0xffffffffu;
+__device__ float queued_walls_progress(Move m, const float* walls, int n_walls, float radius) {
   __shared__ int queued_wall[BLOCK / 32][QUEUE];
   __shared__ int queued_group[BLOCK / 32][QUEUE];
   __shared__ unsigned least[BLOCK / 32][32 / LANES];
   const int warp = threadIdx.x / 32, wl = threadIdx.x % 32, lane = wl % LANES, group = wl / LANES;
-  const long i = ((long)blockIdx.x * blockDim.x + threadIdx.x) / LANES;
-  // no early return for agents past the last: their lanes still take part in the warp's shuffles
-  Move m = {{0.f, 0.f}, {0.f, 0.f}};
-  const float* walls = nullptr;
-  int n_walls = 0;
-  float x = 1.f;
-  if (i < n) {
-    const long e = i / n_agents;
-    const int a = (int)(i - e * n_agents);
-    const EnvScene scene = env_scene(s, e);
-    const float *p = positions + 2 * e * n_agents, *v = velocity + 2 * e * n_agents;
-    m = move_of(a, p, v, fps);
-    walls = scene.walls;
-    n_walls = scene.n_walls;
-    x = agents_progress(a, n_agents, p, v, fps, radius, lane, LANES);
-  }
   if (lane == 0) least[warp][group] = __float_as_uint(1.f);
   const Box near = sweep_box(m.p, m.v, radius);
   int rounds = (n_walls + LANES - 1) / LANES;  // the most of any agent in the warp, so all take the ballots
@@ -280,7 +259,44 @@ __global__ void __launch_bounds__(BLOCK) progress_kernel(SceneryArrays s, const 
     }
   }
   run_queue(count);
-  x = fminf(x, __uint_as_float(least[warp][group]));
+  return __uint_as_float(least[warp][group]);
+}
+
+// LANES threads (a power of two, at most 8) per agent; a warp holds 32 / LANES agents. The lanes share out an
+// agent's walls and other agents, then take the min. A template parameter, so that the divisions by it are shifts.
+// With fewer than 8 lanes (a geometry of a few walls, such as Minimal's box), each lane tests its own walls
+// directly: a queue would cost more than it saves. Progress is written to its own buffer, so the inputs are all
+// read before `advance_kernel` (next on the stream) overwrites them.
+template <int LANES>
+__global__ void __launch_bounds__(BLOCK) progress_kernel(SceneryArrays s, const float* positions,
+                                                         const float* velocity, int n_agents, long n, float fps,
+                                                         float radius, float* progress) {
+  const int lane = threadIdx.x % LANES;
+  const long i = ((long)blockIdx.x * blockDim.x + threadIdx.x) / LANES;
+  // no early return for agents past the last: their lanes still take part in the warp's shuffles
+  Move m = {{0.f, 0.f}, {0.f, 0.f}};
+  const float* walls = nullptr;
+  int n_walls = 0;
+  float x = 1.f;
+  if (i < n) {
+    const long e = i / n_agents;
+    const int a = (int)(i - e * n_agents);
+    const EnvScene scene = env_scene(s, e);
+    const float *p = positions + 2 * e * n_agents, *v = velocity + 2 * e * n_agents;
+    m = move_of(a, p, v, fps);
+    walls = scene.walls;
+    n_walls = scene.n_walls;
+    x = agents_progress(a, n_agents, p, v, fps, radius, lane, LANES);
+  }
+  if constexpr (LANES < MAX_PROGRESS_LANES) {
+    const Box near = sweep_box(m.p, m.v, radius);
+    for (int w = lane; w < n_walls; w += LANES) {
+      const Vec a = load_vec(walls + 4 * w), b = load_vec(walls + 4 * w + 2);
+      if (!outside(near, a, b)) x = fminf(x, wall_collision(m.p, m.v, a, b, radius));
+    }
+  } else {
+    x = fminf(x, queued_walls_progress<LANES>(m, walls, n_walls, radius));
+  }
   for (int offset = LANES / 2; offset > 0; offset /= 2) x = fminf(x, __shfl_xor_sync(ALL, x, offset));
   if ((i < n) & (lane == 0)) progress[i] = x;
 }
