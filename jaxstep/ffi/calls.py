@@ -43,6 +43,16 @@ def _f32(x: float) -> np.float32:
     return np.float32(x)
 
 
+def _views(scenery: Scenery, agents: Agents, n_viewers: int | None, mask: jax.Array | None):
+    """(lead, inputs): the views' leading shape (*batch, n_envs, n_viewers), and the render and observe handlers'
+    inputs (the agents' poses, the mask, every scenery buffer), the mask all True where None."""
+    lead = (*agents.angles.shape[:-1], agents.angles.shape[-1] if n_viewers is None else n_viewers)
+    mask = jnp.ones(lead, bool) if mask is None else mask
+    s = scenery
+    return lead, (agents.angles, agents.positions, mask, s.env_geometry, s.walls, s.wall_offsets, s.lights,
+                  s.light_offsets, s.texels, s.baked, s.texel_offsets)  # fmt: skip
+
+
 def render(
     scenery: Scenery,
     agents: Agents,
@@ -57,8 +67,7 @@ def render(
     Views where mask (n_envs, n_viewers) is False are left empty (as if every ray hit nothing).
     """
     register()
-    lead = (*agents.angles.shape[:-1], agents.angles.shape[-1] if n_viewers is None else n_viewers)
-    mask = jnp.ones(lead, bool) if mask is None else mask
+    lead, inputs = _views(scenery, agents, n_viewers, mask)
     f32 = jnp.float32
     out = (
         jax.ShapeDtypeStruct((*lead, res), jnp.int32),
@@ -68,21 +77,7 @@ def render(
         jax.ShapeDtypeStruct((*lead, res, 3), f32),
     )
     call = jax.ffi.ffi_call("jaxstep_render", out, vmap_method="broadcast_all")
-    return call(
-        agents.angles,
-        agents.positions,
-        mask,
-        scenery.env_geometry,
-        scenery.walls,
-        scenery.wall_offsets,
-        scenery.lights,
-        scenery.light_offsets,
-        scenery.texels,
-        scenery.baked,
-        scenery.texel_offsets,
-        half_width=_f32(half_width),
-        radius=_f32(radius),
-    )
+    return call(*inputs, half_width=_f32(half_width), radius=_f32(radius))
 
 
 def observe(
@@ -104,8 +99,7 @@ def observe(
     its middle ray (subsample // 2). lead = (n_envs, n_viewers).
     """
     register()
-    lead = (*agents.angles.shape[:-1], agents.angles.shape[-1] if n_viewers is None else n_viewers)
-    mask = jnp.ones(lead, bool) if mask is None else mask
+    lead, inputs = _views(scenery, agents, n_viewers, mask)
     w = res // subsample
     shapes = dict(rgb=((w, 3), jnp.float32), depth=((w,), jnp.float32), indices=((w,), jnp.int32),
                   locations=((w,), jnp.float32))  # fmt: skip
@@ -116,17 +110,7 @@ def observe(
     )
     call = jax.ffi.ffi_call("jaxstep_observe", out, vmap_method="broadcast_all")
     result = call(
-        agents.angles,
-        agents.positions,
-        mask,
-        scenery.env_geometry,
-        scenery.walls,
-        scenery.wall_offsets,
-        scenery.lights,
-        scenery.light_offsets,
-        scenery.texels,
-        scenery.baked,
-        scenery.texel_offsets,
+        *inputs,
         half_width=_f32(half_width),
         radius=_f32(radius),
         res=np.int32(res),
