@@ -115,18 +115,18 @@ JS_FN bool outside(const Box& box, Vec a, Vec b) {
 
 // Endpoints of model line m (0..7) of an agent at `position` facing `r`: an octagon with corners
 // (+-.5, +-1), (+-1, +-.5) scaled by AGENT_WIDTH/2, walked anticlockwise from (-.5, -1).
-// Corner m of the octagon. A switch rather than a table, which nvcc would put in slow local memory.
+// Corner m of the octagon, from bit masks over m: bit m of `whole` says the coordinate is +-1 rather than +-.5,
+// bit m of `negative` its sign. Neither a table (nvcc would put it in slow local memory) nor a switch (a warp's
+// lanes, each at its own corner, would take the eight cases one after another).
+JS_FN float corner_coordinate(int m, unsigned whole, unsigned negative) {
+  const float magnitude = (whole >> m) & 1u ? 1.f : .5f;
+  return (negative >> m) & 1u ? -magnitude : magnitude;
+}
+
 JS_FN Vec model_corner(int m) {
-  switch (m) {
-    case 0: return {-.5f, -1.f};
-    case 1: return {.5f, -1.f};
-    case 2: return {1.f, -.5f};
-    case 3: return {1.f, .5f};
-    case 4: return {.5f, 1.f};
-    case 5: return {-.5f, 1.f};
-    case 6: return {-1.f, .5f};
-    default: return {-1.f, -.5f};
-  }
+  m &= MODEL_LINES - 1;
+  // x: -.5, .5, 1, 1, .5, -.5, -1, -1; y: -1, -1, -.5, .5, 1, 1, .5, -.5
+  return {corner_coordinate(m, 0xCCu, 0xE1u), corner_coordinate(m, 0x33u, 0x87u)};
 }
 
 JS_FN void model_line(Rotation r, Vec position, int m, Vec* a, Vec* b) {
