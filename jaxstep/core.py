@@ -145,6 +145,8 @@ def observe(
     if res % subsample:
         raise ValueError(f"subsample: must divide res ({res}), got {subsample}")
     max_depth = _positive("max_depth", max_depth)
+    if not 0 < np.float32(max_depth) < np.inf:  # the kernels take it as a float32
+        raise ValueError(f"max_depth: expected a positive number that float32 holds, got {max_depth!r}")
     outputs = tuple(outputs) if not isinstance(outputs, str) else (outputs,)
     if not outputs or any(name not in OBSERVATIONS for name in outputs):
         raise ValueError(f"outputs: expected some of {OBSERVATIONS}, got {outputs!r}")

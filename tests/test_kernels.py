@@ -457,6 +457,8 @@ def test_observe_makes_only_the_outputs_asked_for(mixed_scenery, backend):
         (dict(subsample=0), "subsample"),
         (dict(subsample=128), "subsample"),
         (dict(max_depth=0.0), "max_depth"),
+        (dict(max_depth=1e39), "max_depth"),  # inf as a float32
+        (dict(max_depth=1e-50), "max_depth"),  # 0 as a float32
         (dict(outputs=()), "outputs"),
         (dict(outputs=("rgb", "colour")), "outputs"),
     ],
@@ -537,6 +539,24 @@ def test_walls_just_beside_a_move_stop_it_as_the_reference_says(seed):
     assert_physics_close(ffi, core.physics(s, agents, fps=1.0, backend="reference"))
     progress = np.asarray(ffi[1])
     assert (progress < 1).sum() > 5 and (progress == 1).sum() > 5, "want both free and blocked moves"
+
+
+@pytest.mark.parametrize(
+    "p, v, wall",
+    [
+        ((6.97959614, 0.550500095), (1.01306236, -1.28682303),
+         ((8.65383434, -0.213929698), (8.65383434, -0.213929608))),
+        ((2.35070324, 3.52737713), (0.069849588, -0.0133947926),
+         ((2.36940193, 3.2969048), (2.36940145, 3.2969048))),
+    ],
+)  # fmt: skip
+def test_a_wall_shorter_than_a_micrometre_is_never_culled(p, v, wall):
+    # the collision test adds 1e-6 to a wall's length, so such a wall can stop a move from outside its box
+    s = scene.scenery([dict(walls=np.array([wall], np.float32), lights=np.zeros((0, 2)))])
+    agents = moving(np.array([[p]], np.float32), np.array([[v]], np.float32))
+    ffi, ref = core.physics(s, agents, fps=1.0), core.physics(s, agents, fps=1.0, backend="reference")
+    assert float(ref[1][0, 0]) < 0.6, "the reference stops it"
+    assert_physics_close(ffi, ref)
 
 
 def test_an_agents_own_model_lies_inside_its_near_plane():

@@ -112,7 +112,7 @@ def test_render_views_chunks_and_batches_cuda_match_cpu(res, n_viewers):
 
 
 # (res, subsample): columns that fill a warp (4, 32, 1), that leave lanes idle (3: 30 rays a warp; 7: 28), a
-# partial last warp (100, 7), more than a warp's rays per column (48: rendered, then averaged)
+# partial last warp (100 and 96 rays), more than a warp's rays per column (48: rendered, then averaged)
 @pytest.mark.parametrize("res, subsample, n_viewers", [(100, 4, 3), (96, 3, 2), (512, 4, 4), (64, 32, 1), (7, 7, 2),
                                                        (30, 1, 5), (96, 48, 1)])  # fmt: skip
 def test_observe_views_chunks_and_batches_cuda_match_cpu(res, subsample, n_viewers):

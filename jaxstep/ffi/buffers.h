@@ -213,7 +213,8 @@ inline ffi::Error decode_observe(const F32& angles, const F32& positions, const 
                                  const F32& walls, const I32& wall_offsets, const F32& lights,
                                  const I32& light_offsets, const F32& texels, const F32& baked,
                                  const I32& texel_offsets, F32Out& rgb, F32Out& depth, I32Out& indices,
-                                 F32Out& locations, int64_t res, int64_t subsample, ObserveCall* call) {
+                                 F32Out& locations, int64_t res, int64_t subsample, float max_depth,
+                                 ObserveCall* call) {
   JS_RETURN_IF_ERROR(decode_agents(angles, positions, &call->agents));
   const AgentShape& a = call->agents;
   JS_RETURN_IF_ERROR(decode_scenery(env_geometry, walls, wall_offsets, &lights, &light_offsets, &texels, &baked,
@@ -221,6 +222,10 @@ inline ffi::Error decode_observe(const F32& angles, const F32& positions, const 
   if (res < 1 || subsample < 1 || subsample > 32 || res % subsample) {
     return ffi::Error::InvalidArgument("observe: subsample " + std::to_string(subsample) + " must be in [1, 32] and " +
                                        "divide res " + std::to_string(res));
+  }
+  if (!(max_depth > 0.f && max_depth < INFINITY)) {
+    return ffi::Error::InvalidArgument("observe: max_depth must be positive and finite, got " +
+                                       std::to_string(max_depth));
   }
   Split m;
   JS_RETURN_IF_ERROR(split("mask", mask.dimensions(), 2, nullptr, &m));

@@ -100,7 +100,7 @@ def observe(
     """
     register()
     lead, inputs = _views(scenery, agents, n_viewers, mask)
-    w = res // subsample
+    w = res // subsample if subsample > 0 else 0  # the handler refuses a bad subsample with a clear error
     shapes = dict(rgb=((w, 3), jnp.float32), depth=((w,), jnp.float32), indices=((w,), jnp.int32),
                   locations=((w,), jnp.float32))  # fmt: skip
     # an output with no elements is one not wanted

@@ -77,7 +77,7 @@ ffi::Error Observe(F32 angles, F32 positions, Bool mask, I32 env_geometry, F32 w
   ObserveCall c;
   JS_RETURN_IF_ERROR(decode_observe(angles, positions, mask, env_geometry, walls, wall_offsets, lights,
                                     light_offsets, texels, baked, texel_offsets, rgb, depth, indices, locations, res,
-                                    subsample, &c));
+                                    subsample, max_depth, &c));
   const int A = (int)c.agents.n_agents, V = (int)c.n_viewers, R = (int)c.R, k = (int)c.subsample;
   const long W = c.columns();
   std::vector<int> index;

@@ -113,6 +113,14 @@ JS_FN bool outside(const Box& box, Vec a, Vec b) {
          ((a.y < box.lo.y) & (b.y < box.lo.y)) | ((a.y > box.hi.y) & (b.y > box.hi.y));
 }
 
+// Whether a wall may stop a move whose box is `near` (see sweep_box). A wall shorter than a micrometre is never
+// culled: `project` and `wall_collision` add 1e-6 to its length, which shrinks its distances so that it can stop
+// a move from far outside the box.
+JS_FN bool may_stop(const Box& near, Vec a, Vec b) {
+  const Vec ab = b - a;
+  return !outside(near, a, b) | !(dot(ab, ab) >= 1.e-10f);
+}
+
 // Endpoints of model line m (0..7) of an agent at `position` facing `r`: an octagon with corners
 // (+-.5, +-1), (+-1, +-.5) scaled by AGENT_WIDTH/2, walked anticlockwise from (-.5, -1).
 // Corner m of the octagon, from bit masks over m: bit m of `whole` says the coordinate is +-1 rather than +-.5,
@@ -278,7 +286,7 @@ JS_FN float walls_progress(Move m, const float* walls, int n_walls, float radius
   float x = 1.f;
   for (int w = 0; w < n_walls; w++) {
     const Vec wa = load_vec(walls + 4 * w), wb = load_vec(walls + 4 * w + 2);
-    if (!outside(near, wa, wb)) x = fminf(x, wall_collision(m.p, m.v, wa, wb, radius));
+    if (may_stop(near, wa, wb)) x = fminf(x, wall_collision(m.p, m.v, wa, wb, radius));
   }
   return x;
 }

@@ -97,9 +97,11 @@ __device__ __forceinline__ float warp_max(float x) {
 
 // live_light of each lane's hit (`needed` where the lane's ray is one of the warp's), with the walls shared out:
 // lighting each lane's model hit on its own would run every lane through every (light, wall) pair. For each light,
-// the lanes take 32 walls a round and keep those inside the box around the light and every point that needs it
-// (widened by 5 cm); only those are tested against each point, by the same `occludes`, light by light in order.
-// A wall outside that box crosses no segment from the light to a point, so the light is live_light's.
+// the lanes take 32 walls a round and keep those inside the box around the light and every point that needs it;
+// only those are tested against each point, by the same `occludes`, light by light in order. A wall outside
+// that box crosses no segment from the light to a point. The box is widened by 5 cm and 5% of its size: besides
+// rounding, `occludes` can misplace the crossing of a wall nearly in line with the segment (its parallel test is
+// absolute) by up to about 1% of their lengths; so the light is live_light's.
 // Every lane of the warp must call it.
 __device__ __forceinline__ float warp_live_light(const View& view, int n_agents, RayHit hit, bool needed, int lane) {
   const bool needs = needed & on_model(hit, n_agents);
@@ -111,9 +113,9 @@ __device__ __forceinline__ float warp_live_light(const View& view, int n_agents,
   float intensity = AMBIENT;
   for (int i = 0; i < scene.n_lights; i++) {
     const Vec I = load_vec(scene.lights + 3 * i);
-    const float m = .05f;
-    const Box box = {{fminf(points.lo.x, I.x) - m, fminf(points.lo.y, I.y) - m},
-                     {fmaxf(points.hi.x, I.x) + m, fmaxf(points.hi.y, I.y) + m}};
+    Box box = {{fminf(points.lo.x, I.x), fminf(points.lo.y, I.y)}, {fmaxf(points.hi.x, I.x), fmaxf(points.hi.y, I.y)}};
+    const float m = .05f + .05f * fmaxf(box.hi.x - box.lo.x, box.hi.y - box.lo.y);
+    box = {{box.lo.x - m, box.lo.y - m}, {box.hi.x + m, box.hi.y + m}};
     bool visible = true;
     for (int base = 0; base < scene.n_walls; base += 32) {
       const int w = base + lane;
@@ -240,7 +242,7 @@ __device__ float queued_walls_progress(Move m, const float* walls, int n_walls, 
   for (int round = 0; round < rounds; round++) {
     const int w = round * LANES + lane;
     bool is_near = false;
-    if (w < n_walls) is_near = !outside(near, load_vec(walls + 4 * w), load_vec(walls + 4 * w + 2));
+    if (w < n_walls) is_near = may_stop(near, load_vec(walls + 4 * w), load_vec(walls + 4 * w + 2));
     const unsigned ballot = __ballot_sync(ALL, is_near);
     if (is_near) {
       const int slot = count + __popc(ballot & ((1u << wl) - 1));
@@ -264,10 +266,10 @@ __device__ float queued_walls_progress(Move m, const float* walls, int n_walls, 
 
 // LANES threads (a power of two, at most 8) per agent; a warp holds 32 / LANES agents. The lanes share out an
 // agent's walls and other agents, then take the min. A template parameter, so that the divisions by it are shifts.
-// With fewer than 8 lanes (a geometry of a few walls, such as Minimal's box), each lane tests its own walls
-// directly: a queue would cost more than it saves. Progress is written to its own buffer, so the inputs are all
-// read before `advance_kernel` (next on the stream) overwrites them.
-template <int LANES>
+// QUEUED: the walls go through queued_walls_progress; without it (geometries of a few walls, such as Minimal's
+// box, where a queue would cost more than it saves), each lane tests its own walls directly. Progress is written
+// to its own buffer, so the inputs are all read before `advance_kernel` (next on the stream) overwrites them.
+template <int LANES, bool QUEUED>
 __global__ void __launch_bounds__(BLOCK) progress_kernel(SceneryArrays s, const float* positions,
                                                          const float* velocity, int n_agents, long n, float fps,
                                                          float radius, float* progress) {
@@ -288,11 +290,11 @@ __global__ void __launch_bounds__(BLOCK) progress_kernel(SceneryArrays s, const 
     n_walls = scene.n_walls;
     x = agents_progress(a, n_agents, p, v, fps, radius, lane, LANES);
   }
-  if constexpr (LANES < MAX_PROGRESS_LANES) {
+  if constexpr (!QUEUED) {
     const Box near = sweep_box(m.p, m.v, radius);
     for (int w = lane; w < n_walls; w += LANES) {
       const Vec a = load_vec(walls + 4 * w), b = load_vec(walls + 4 * w + 2);
-      if (!outside(near, a, b)) x = fminf(x, wall_collision(m.p, m.v, a, b, radius));
+      if (may_stop(near, a, b)) x = fminf(x, wall_collision(m.p, m.v, a, b, radius));
     }
   } else {
     x = fminf(x, queued_walls_progress<LANES>(m, walls, n_walls, radius));
@@ -301,8 +303,8 @@ __global__ void __launch_bounds__(BLOCK) progress_kernel(SceneryArrays s, const 
   if ((i < n) & (lane == 0)) progress[i] = x;
 }
 
-// Threads per agent in `progress_kernel`: enough for one wall or other agent each (the packed wall count bounds
-// any geometry's), at most MAX_PROGRESS_LANES, so that small geometries do not leave lanes idle.
+// Threads per agent in `progress_kernel` for geometries of few walls: enough for one wall or other agent each (the
+// packed wall count bounds any geometry's), at most MAX_PROGRESS_LANES, so that lanes are not left idle.
 int progress_lanes(long n_walls, long n_agents) {
   const long work = n_walls + n_agents - 1;
   int lanes = 1;
@@ -310,9 +312,11 @@ int progress_lanes(long n_walls, long n_agents) {
   return lanes;
 }
 
-template <int LANES>
+constexpr long QUEUED_WALLS = 32;  // packed walls from which the near ones are queued
+
+template <int LANES, bool QUEUED>
 void launch_progress(cudaStream_t stream, const PhysicsCall& c, long n, float fps, float radius) {
-  progress_kernel<LANES><<<blocks_for(LANES * n), BLOCK, 0, stream>>>(
+  progress_kernel<LANES, QUEUED><<<blocks_for(LANES * n), BLOCK, 0, stream>>>(
       c.scenery, c.positions, c.velocity, (int)c.agents.n_agents, n, fps, radius, c.progress);
 }
 
@@ -360,7 +364,7 @@ ffi::Error Observe(cudaStream_t stream, F32 angles, F32 positions, Bool mask, I3
   ObserveCall c;
   JS_RETURN_IF_ERROR(decode_observe(angles, positions, mask, env_geometry, walls, wall_offsets, lights,
                                     light_offsets, texels, baked, texel_offsets, rgb, depth, indices, locations, res,
-                                    subsample, &c));
+                                    subsample, max_depth, &c));
   const long k = c.subsample, columns = 32 / k, chunk = columns * k;  // whole columns per warp
   const long chunks = (c.R + chunk - 1) / chunk, warps = c.views() * chunks;
   if (warps == 0) return ffi::Error::Success();
@@ -387,11 +391,15 @@ ffi::Error Physics(cudaStream_t stream, F32 angles, F32 positions, F32 velocity,
                                     angles_out, positions_out, velocity_out, angvelocity_out, progress, &c));
   const long n = c.agents.batch * c.agents.n_envs * c.agents.n_agents;
   if (n == 0) return ffi::Error::Success();
-  switch (progress_lanes(c.scenery.n_walls, c.agents.n_agents)) {
-    case 1: launch_progress<1>(stream, c, n, fps, radius); break;
-    case 2: launch_progress<2>(stream, c, n, fps, radius); break;
-    case 4: launch_progress<4>(stream, c, n, fps, radius); break;
-    default: launch_progress<MAX_PROGRESS_LANES>(stream, c, n, fps, radius);
+  if (c.scenery.n_walls >= QUEUED_WALLS) {
+    launch_progress<MAX_PROGRESS_LANES, true>(stream, c, n, fps, radius);
+  } else {
+    switch (progress_lanes(c.scenery.n_walls, c.agents.n_agents)) {
+      case 1: launch_progress<1, false>(stream, c, n, fps, radius); break;
+      case 2: launch_progress<2, false>(stream, c, n, fps, radius); break;
+      case 4: launch_progress<4, false>(stream, c, n, fps, radius); break;
+      default: launch_progress<MAX_PROGRESS_LANES, false>(stream, c, n, fps, radius);
+    }
   }
   const long envs = c.agents.batch * c.agents.n_envs;
   advance_kernel<<<blocks_for(envs), BLOCK, 0, stream>>>(c.angles, c.positions, c.velocity, c.angvelocity,
