@@ -147,8 +147,8 @@ JS_FN void model_line(Rotation r, Vec position, int m, Vec* a, Vec* b) {
 // Lighting (the bake kernel, and agent texels at render time)
 
 // Whether wall a-b hides the light at I from point C. .999 rather than 1, so that texels on a wall are not
-// shadowed by the wall itself. Only a wall that crosses the segment I-C can: one wholly outside a box around
-// that segment, widened by far more than rounding, never does.
+// shadowed by the wall itself. Only a wall that crosses the segment I-C can, give or take rounding and, for a wall
+// nearly in line with the segment, the absolute parallel test (see warp_live_light's margin in handlers.cu).
 JS_FN bool occludes(Vec I, Vec C, Vec a, Vec b) {
   const Crossing p = intersect(I, C - I, a, b - a);
   return (p.t > 0.f) & (p.t < 1.f) & (p.s > 0.f) & (p.s < .999f);
@@ -266,10 +266,9 @@ JS_FN Move move_of(int a, const float* positions, const float* velocity, float f
   return {load_vec(positions + 2 * a), load_vec(velocity + 2 * a) * (1.f / fps)};
 }
 
-// The largest fraction of agent a's move before it touches another agent (every `stride`th from `first`).
-JS_FN float agents_progress(int a, int n_agents, const float* positions, const float* velocity, float fps,
-                            float radius, int first = 0, int stride = 1) {
-  const Move m = move_of(a, positions, velocity, fps);
+// The largest fraction of agent a's move m before it touches another agent (every `stride`th from `first`).
+JS_FN float agents_progress(Move m, int a, int n_agents, const float* positions, const float* velocity,
+                            float fps, float radius, int first = 0, int stride = 1) {
   float x = 1.f;
   for (int o = first; o < n_agents; o += stride) {
     if (o == a) continue;
@@ -279,12 +278,13 @@ JS_FN float agents_progress(int a, int n_agents, const float* positions, const f
   return x;
 }
 
-// The largest fraction of a move before it touches one of the walls (n_walls, 2, 2). Most walls of a floor plan
-// are far from a step's move: a box test skips their wall_collision.
-JS_FN float walls_progress(Move m, const float* walls, int n_walls, float radius) {
+// The largest fraction of a move before it touches one of the walls (n_walls, 2, 2) (every `stride`th from
+// `first`). Most walls of a floor plan are far from a step's move: a box test skips their wall_collision.
+JS_FN float walls_progress(Move m, const float* walls, int n_walls, float radius, int first = 0,
+                           int stride = 1) {
   const Box near = sweep_box(m.p, m.v, radius);
   float x = 1.f;
-  for (int w = 0; w < n_walls; w++) {
+  for (int w = first; w < n_walls; w += stride) {
     const Vec wa = load_vec(walls + 4 * w), wb = load_vec(walls + 4 * w + 2);
     if (may_stop(near, wa, wb)) x = fminf(x, wall_collision(m.p, m.v, wa, wb, radius));
   }
@@ -295,8 +295,9 @@ JS_FN float walls_progress(Move m, const float* walls, int n_walls, float radius
 // before touching a wall or another agent. positions, velocity: (n_agents, 2); walls: (n_walls, 2, 2).
 JS_FN float agent_progress(int a, int n_agents, const float* positions, const float* velocity,
                            const float* walls, int n_walls, float fps, float radius) {
-  const float others = agents_progress(a, n_agents, positions, velocity, fps, radius);
-  return fminf(others, walls_progress(move_of(a, positions, velocity, fps), walls, n_walls, radius));
+  const Move m = move_of(a, positions, velocity, fps);
+  return fminf(agents_progress(m, a, n_agents, positions, velocity, fps, radius),
+               walls_progress(m, walls, n_walls, radius));
 }
 
 // One agent's pose after moving `progress` of its step; velocities are zeroed where it was stopped short.

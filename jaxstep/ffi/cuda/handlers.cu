@@ -7,6 +7,7 @@ namespace jaxstep {
 namespace {
 
 constexpr int BLOCK = 256;
+constexpr unsigned ALL = 0xffffffffu;  // every lane of a warp, for the warp intrinsics
 
 long blocks_for(long n) { return (n + BLOCK - 1) / BLOCK; }
 
@@ -72,12 +73,12 @@ __device__ __forceinline__ RayHit cast(const WarpRays& w, int n_agents, int R, f
     Vec a = {0.f, 0.f}, b = {0.f, 0.f};
     const bool mine = (base + lane < n_lines) && !hidden_own_line(w.view, base + lane, radius);
     if (mine) scene_line(w.view.scene, w.view.angles, w.view.positions, n_agents, base + lane, &a, &b);
-    unsigned kept = __ballot_sync(0xffffffffu, mine && may_hit(wedge, a, b));
+    unsigned kept = __ballot_sync(ALL, mine && may_hit(wedge, a, b));
     while (kept) {
       const int k = __ffs(kept) - 1;
       kept &= kept - 1;
-      const Vec ka = {__shfl_sync(0xffffffffu, a.x, k), __shfl_sync(0xffffffffu, a.y, k)};
-      const Vec kb = {__shfl_sync(0xffffffffu, b.x, k), __shfl_sync(0xffffffffu, b.y, k)};
+      const Vec ka = {__shfl_sync(ALL, a.x, k), __shfl_sync(ALL, a.y, k)};
+      const Vec kb = {__shfl_sync(ALL, b.x, k), __shfl_sync(ALL, b.y, k)};
       consider_line(ray.p, ray.u, ray.near, base + k, ka, kb, &best, &best_s);
     }
   }
@@ -86,12 +87,12 @@ __device__ __forceinline__ RayHit cast(const WarpRays& w, int n_agents, int R, f
 
 // The min (or max) of x over the warp.
 __device__ __forceinline__ float warp_min(float x) {
-  for (int offset = 16; offset > 0; offset /= 2) x = fminf(x, __shfl_xor_sync(0xffffffffu, x, offset));
+  for (int offset = 16; offset > 0; offset /= 2) x = fminf(x, __shfl_xor_sync(ALL, x, offset));
   return x;
 }
 
 __device__ __forceinline__ float warp_max(float x) {
-  for (int offset = 16; offset > 0; offset /= 2) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, offset));
+  for (int offset = 16; offset > 0; offset /= 2) x = fmaxf(x, __shfl_xor_sync(ALL, x, offset));
   return x;
 }
 
@@ -105,7 +106,7 @@ __device__ __forceinline__ float warp_max(float x) {
 // Every lane of the warp must call it.
 __device__ __forceinline__ float warp_live_light(const View& view, int n_agents, RayHit hit, bool needed, int lane) {
   const bool needs = needed & on_model(hit, n_agents);
-  if (!__any_sync(0xffffffffu, needs)) return 0.f;
+  if (!__any_sync(ALL, needs)) return 0.f;
   const EnvScene& scene = view.scene;
   const Vec C = needs ? model_point(view.angles, view.positions, hit) : Vec{0.f, 0.f};
   const Box points = {{warp_min(needs ? C.x : INFINITY), warp_min(needs ? C.y : INFINITY)},
@@ -124,12 +125,12 @@ __device__ __forceinline__ float warp_live_light(const View& view, int n_agents,
         a = load_vec(scene.walls + 4 * w);
         b = load_vec(scene.walls + 4 * w + 2);
       }
-      unsigned near = __ballot_sync(0xffffffffu, (w < scene.n_walls) && !outside(box, a, b));
+      unsigned near = __ballot_sync(ALL, (w < scene.n_walls) && !outside(box, a, b));
       while (near) {
         const int k = __ffs(near) - 1;
         near &= near - 1;
-        const Vec ka = {__shfl_sync(0xffffffffu, a.x, k), __shfl_sync(0xffffffffu, a.y, k)};
-        const Vec kb = {__shfl_sync(0xffffffffu, b.x, k), __shfl_sync(0xffffffffu, b.y, k)};
+        const Vec ka = {__shfl_sync(ALL, a.x, k), __shfl_sync(ALL, a.y, k)};
+        const Vec kb = {__shfl_sync(ALL, b.x, k), __shfl_sync(ALL, b.y, k)};
         if (needs & visible) visible = !occludes(I, C, ka, kb);
       }
     }
@@ -175,22 +176,22 @@ __global__ void __launch_bounds__(BLOCK, 4)
   const float live = warp_live_light(rays.view, n_agents, hit, mine_counts, lane);
   const Pixel mine = mine_counts ? pixel_of(rays.view, n_agents, hit, live, radius, max_depth) : Pixel{};
   if (K == 1) {
-    if (rays.r < rays.last) store_column(out, rays.v * R + rays.r, mine, hit);
+    if (mine_counts) store_column(out, rays.v * R + rays.r, mine, hit);
     return;
   }
   const int group = K ? lane / K : (int)per_column(lane), first_lane = group * k;
   Pixel sum = {};
   for (int j = 0; j < k; j++) {
     const int from = min(first_lane + j, 31);
-    const Pixel p = {{__shfl_sync(0xffffffffu, mine.rgb.r, from), __shfl_sync(0xffffffffu, mine.rgb.g, from),
-                      __shfl_sync(0xffffffffu, mine.rgb.b, from)},
-                     __shfl_sync(0xffffffffu, mine.depth, from)};
+    const Pixel p = {{__shfl_sync(ALL, mine.rgb.r, from), __shfl_sync(ALL, mine.rgb.g, from),
+                      __shfl_sync(ALL, mine.rgb.b, from)},
+                     __shfl_sync(ALL, mine.depth, from)};
     sum = j ? add(sum, p) : p;
   }
   const int middle = min(first_lane + k / 2, 31);
-  const RayHit mid = {__shfl_sync(0xffffffffu, hit.index, middle), __shfl_sync(0xffffffffu, hit.location, middle),
+  const RayHit mid = {__shfl_sync(ALL, hit.index, middle), __shfl_sync(ALL, hit.location, middle),
                       0.f, 0.f, {0.f, 0.f}};
-  if ((lane == first_lane) & (group < columns) & (rays.r < rays.last)) {
+  if ((lane == first_lane) & (group < columns) & mine_counts) {
     store_column(out, rays.v * (R / k) + rays.first / k + group, mean(sum, k), mid);
   }
 }
@@ -203,7 +204,6 @@ void launch_observe(cudaStream_t stream, const ObserveCall& c, const float* angl
       divisor(chunks), divisor(c.n_viewers), divisor(c.scenery.n_envs), half_width, radius, max_depth, warps, c.out);
 }
 
-constexpr unsigned ALL = 0xffffffffu;
 constexpr int MAX_PROGRESS_LANES = 8;
 constexpr int QUEUE = 64;  // queue slots per warp: up to 31 left over and a round's 32
 
@@ -288,14 +288,10 @@ __global__ void __launch_bounds__(BLOCK) progress_kernel(SceneryArrays s, const 
     m = move_of(a, p, v, fps);
     walls = scene.walls;
     n_walls = scene.n_walls;
-    x = agents_progress(a, n_agents, p, v, fps, radius, lane, LANES);
+    x = agents_progress(m, a, n_agents, p, v, fps, radius, lane, LANES);
   }
   if constexpr (!QUEUED) {
-    const Box near = sweep_box(m.p, m.v, radius);
-    for (int w = lane; w < n_walls; w += LANES) {
-      const Vec a = load_vec(walls + 4 * w), b = load_vec(walls + 4 * w + 2);
-      if (may_stop(near, a, b)) x = fminf(x, wall_collision(m.p, m.v, a, b, radius));
-    }
+    x = fminf(x, walls_progress(m, walls, n_walls, radius, lane, LANES));
   } else {
     x = fminf(x, queued_walls_progress<LANES>(m, walls, n_walls, radius));
   }
