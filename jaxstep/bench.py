@@ -38,6 +38,8 @@ def _geometries(name: str, count: int) -> list[dict]:
         return [toys.box()]
     from jaxstep import geometry
 
+    if name == "mazes":  # many walls: 24 x 24 cells
+        return geometry.mazes(count, seed=0, size=(24, 24))
     # the largest of 8x as many plans, nearer the wall counts of real homes
     plans = sorted(geometry.floorplans(count * 8, seed=0), key=lambda g: -len(g["walls"]))
     return plans[:count]

@@ -129,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     b.add_argument("--subsample", type=_positive_int, default=4, help="rays per image column of `observe`")
     b.add_argument("--n-agents", type=_positive_int, default=1)
     b.add_argument("--backends", nargs="+", choices=["ffi", "reference"], default=["ffi", "reference"])
-    b.add_argument("--geometry", choices=["floorplans", "box"], default="floorplans")
+    b.add_argument("--geometry", choices=["floorplans", "mazes", "box"], default="floorplans")
     b.add_argument("--steps", type=_positive_int, default=20, help="kernel calls per timed scan")
     b.add_argument("--repeats", type=_positive_int, default=5)
     b.add_argument("--reference-max-envs", type=_positive_int, default=8192)

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import matplotlib.colors
 import numpy as np
 
+from jaxstep import grid
 from jaxstep.ffi import calls, reference
 from jaxstep.ffi.types import MODEL_LINES, Scenery
 
@@ -159,6 +160,7 @@ def scenery(
     centre_geometry = centre_geometry.astype(jnp.int32)
     wall_offsets, light_offsets = jnp.asarray(wall_offsets), jnp.asarray(light_offsets)
     baked = _bake(centres, centre_geometry, device_walls, wall_offsets, device_lights, light_offsets, backend)
+    grids = grid.build(walls)
 
     return Scenery(
         env_geometry=jnp.asarray(env_geometry),
@@ -169,6 +171,10 @@ def scenery(
         texels=jnp.asarray(np.concatenate([model_texels, *wall_texels]), jnp.float32),
         baked=jnp.concatenate([jnp.zeros(len(model_texels), jnp.float32), baked]),
         texel_offsets=jnp.asarray(texel_offsets),
+        grid_frames=jnp.asarray(grids.frames),
+        grid_shapes=jnp.asarray(grids.shapes),
+        cell_offsets=jnp.asarray(grids.cell_offsets),
+        cell_walls=jnp.asarray(grids.cell_walls),
         n_agents=int(n_agents),
         max_walls=max(len(w) for w in walls),
         max_lights=max(len(ls) for ls in lights),
@@ -182,12 +188,19 @@ def _bake(points, point_geometry, walls, wall_offsets, lights, light_offsets, ba
         stub = Scenery(
             env_geometry=point_geometry, walls=walls, wall_offsets=wall_offsets, lights=lights,
             light_offsets=light_offsets, texels=jnp.zeros((0, 3)), baked=jnp.zeros(0),
-            texel_offsets=jnp.zeros(MODEL_LINES + walls.shape[0] + 1, jnp.int32), n_agents=1,
+            texel_offsets=jnp.zeros(MODEL_LINES + walls.shape[0] + 1, jnp.int32), **_no_grid(len(wall_offsets) - 1),
+            n_agents=1,
             max_walls=int(np.diff(np.asarray(wall_offsets)).max()),
             max_lights=int(np.diff(np.asarray(light_offsets)).max()),
         )  # fmt: skip
         return reference.bake(stub, points, point_geometry)
     raise ValueError(f"backend: expected 'ffi' or 'reference', got {backend!r}")
+
+
+def _no_grid(n_geometries: int) -> dict[str, jax.Array]:
+    """Scenery grid fields for no grid: every search reads all walls."""
+    return dict(grid_frames=jnp.zeros((n_geometries, 3)), grid_shapes=jnp.zeros((n_geometries, 3), jnp.int32),
+                cell_offsets=jnp.zeros(1, jnp.int32), cell_walls=jnp.zeros(0, jnp.int32))  # fmt: skip
 
 
 def env_lines(s: Scenery, e: int) -> dict[str, np.ndarray]:

@@ -103,7 +103,8 @@ inline ffi::Error decode_scenery(const I32& env_geometry, const F32& walls, cons
   JS_RETURN_IF_ERROR(same_batch("wall_offsets", wo, batch));
   if (wo.dims[0] < 1) return ffi::Error::InvalidArgument("wall_offsets: needs at least one entry");
   *out = SceneryArrays{env_geometry.typed_data(), walls.typed_data(), wall_offsets.typed_data(), nullptr, nullptr,
-                       nullptr, nullptr, nullptr, (long)n_envs, (long)(wo.dims[0] - 1), (long)w.dims[0], 0, 0};
+                       nullptr, nullptr, nullptr, (long)n_envs, (long)(wo.dims[0] - 1), (long)w.dims[0], 0, 0,
+                       nullptr, nullptr, nullptr, nullptr, 0, 0, 0};
   if (lights) {
     Split l, lo;
     const int64_t l_fixed[2] = {-1, 3};
@@ -135,6 +136,43 @@ inline ffi::Error decode_scenery(const I32& env_geometry, const F32& walls, cons
   return ffi::Error::Success();
 }
 
+// A scenery's grids (see Grid in kernels.h), which render, observe and physics read.
+struct GridBuffers {
+  const F32& frames;        // (*batch, G, 3 + n_reaches)
+  const I32& shapes;        // (*batch, G, 3)
+  const I32& cell_offsets;  // (*batch, n_cells * n_reaches + 1)
+  const I32& cell_walls;    // (*batch, N)
+};
+
+// Checks the grid buffers against the scenery (`out`, from decode_scenery) and points `out` at them. With no
+// reaches there is no grid, and every search reads all walls.
+inline ffi::Error decode_grid(const GridBuffers& grid, int64_t batch, SceneryArrays* out) {
+  Split f, sh, co, cw;
+  const int64_t f_fixed[2] = {out->n_geometries, -1}, sh_fixed[2] = {out->n_geometries, 3};
+  JS_RETURN_IF_ERROR(split("grid_frames", grid.frames.dimensions(), 2, f_fixed, &f));
+  JS_RETURN_IF_ERROR(same_batch("grid_frames", f, batch));
+  if (f.dims[1] < 3) {
+    return ffi::Error::InvalidArgument("grid_frames: expected 3 + n_reaches columns, got shape " +
+                                       shape_string(grid.frames.dimensions()));
+  }
+  JS_RETURN_IF_ERROR(split("grid_shapes", grid.shapes.dimensions(), 2, sh_fixed, &sh));
+  JS_RETURN_IF_ERROR(same_batch("grid_shapes", sh, batch));
+  JS_RETURN_IF_ERROR(split("cell_offsets", grid.cell_offsets.dimensions(), 1, nullptr, &co));
+  JS_RETURN_IF_ERROR(same_batch("cell_offsets", co, batch));
+  if (co.dims[0] < 1) return ffi::Error::InvalidArgument("cell_offsets: needs at least one entry");
+  JS_RETURN_IF_ERROR(split("cell_walls", grid.cell_walls.dimensions(), 1, nullptr, &cw));
+  JS_RETURN_IF_ERROR(same_batch("cell_walls", cw, batch));
+  out->n_reaches = (long)(f.dims[1] - 3);
+  if (out->n_reaches == 0) return ffi::Error::Success();
+  out->grid_frames = grid.frames.typed_data();
+  out->grid_shapes = grid.shapes.typed_data();
+  out->cell_offsets = grid.cell_offsets.typed_data();
+  out->cell_walls = grid.cell_walls.typed_data();
+  out->n_cell_offsets = (long)co.dims[0];
+  out->n_cell_walls = (long)cw.dims[0];
+  return ffi::Error::Success();
+}
+
 inline ffi::Error check_output(const char* name, ffi::Span<const int64_t> dims, int64_t expected) {
   int64_t n = 1;
   for (auto d : dims) n *= d;
@@ -157,13 +195,14 @@ struct RenderCall {
 inline ffi::Error decode_render(const F32& angles, const F32& positions, const Bool& mask, const I32& env_geometry,
                                 const F32& walls,
                                 const I32& wall_offsets, const F32& lights, const I32& light_offsets,
-                                const F32& texels, const F32& baked, const I32& texel_offsets, I32Out& indices,
-                                F32Out& locations, F32Out& dots, F32Out& distances, F32Out& screen,
-                                RenderCall* call) {
+                                const F32& texels, const F32& baked, const I32& texel_offsets,
+                                const GridBuffers& grid, I32Out& indices, F32Out& locations, F32Out& dots,
+                                F32Out& distances, F32Out& screen, RenderCall* call) {
   JS_RETURN_IF_ERROR(decode_agents(angles, positions, &call->agents));
   const AgentShape& a = call->agents;
   JS_RETURN_IF_ERROR(decode_scenery(env_geometry, walls, wall_offsets, &lights, &light_offsets, &texels, &baked,
                                     &texel_offsets, a.batch, a.n_envs, &call->scenery));
+  JS_RETURN_IF_ERROR(decode_grid(grid, a.batch, &call->scenery));
   const auto dims = indices->dimensions();
   if (dims.size() < 2) return ffi::Error::InvalidArgument("indices: output needs viewer and resolution dimensions");
   call->R = dims[dims.size() - 1];
@@ -212,13 +251,14 @@ inline ffi::Error wanted_output(const char* name, ffi::ResultBuffer<T>& buffer, 
 inline ffi::Error decode_observe(const F32& angles, const F32& positions, const Bool& mask, const I32& env_geometry,
                                  const F32& walls, const I32& wall_offsets, const F32& lights,
                                  const I32& light_offsets, const F32& texels, const F32& baked,
-                                 const I32& texel_offsets, F32Out& rgb, F32Out& depth, I32Out& indices,
-                                 F32Out& locations, int64_t res, int64_t subsample, float max_depth,
-                                 ObserveCall* call) {
+                                 const I32& texel_offsets, const GridBuffers& grid, F32Out& rgb, F32Out& depth,
+                                 I32Out& indices, F32Out& locations, int64_t res, int64_t subsample,
+                                 float max_depth, ObserveCall* call) {
   JS_RETURN_IF_ERROR(decode_agents(angles, positions, &call->agents));
   const AgentShape& a = call->agents;
   JS_RETURN_IF_ERROR(decode_scenery(env_geometry, walls, wall_offsets, &lights, &light_offsets, &texels, &baked,
                                     &texel_offsets, a.batch, a.n_envs, &call->scenery));
+  JS_RETURN_IF_ERROR(decode_grid(grid, a.batch, &call->scenery));
   if (res < 1 || subsample < 1 || subsample > 32 || res % subsample) {
     return ffi::Error::InvalidArgument("observe: subsample " + std::to_string(subsample) + " must be in [1, 32] and " +
                                        "divide res " + std::to_string(res));
@@ -258,14 +298,16 @@ struct PhysicsCall {
 
 inline ffi::Error decode_physics(const F32& angles, const F32& positions, const F32& velocity,
                                  const F32& angvelocity, const I32& env_geometry, const F32& walls,
-                                 const I32& wall_offsets, F32Out& angles_out, F32Out& positions_out, F32Out& velocity_out,
-                                 F32Out& angvelocity_out, F32Out& progress, PhysicsCall* call) {
+                                 const I32& wall_offsets, const GridBuffers& grid, F32Out& angles_out,
+                                 F32Out& positions_out, F32Out& velocity_out, F32Out& angvelocity_out,
+                                 F32Out& progress, PhysicsCall* call) {
   JS_RETURN_IF_ERROR(decode_agents(angles, positions, &call->agents));
   const AgentShape& a = call->agents;
   JS_RETURN_IF_ERROR(decode_vector("velocity", velocity, a, 2));
   JS_RETURN_IF_ERROR(decode_vector("angvelocity", angvelocity, a, 1));
   JS_RETURN_IF_ERROR(decode_scenery(env_geometry, walls, wall_offsets, nullptr, nullptr, nullptr, nullptr, nullptr,
                                     a.batch, a.n_envs, &call->scenery));
+  JS_RETURN_IF_ERROR(decode_grid(grid, a.batch, &call->scenery));
   const int64_t n = a.batch * a.n_envs * a.n_agents;
   JS_RETURN_IF_ERROR(check_output("angles", angles_out->dimensions(), n));
   JS_RETURN_IF_ERROR(check_output("positions", positions_out->dimensions(), 2 * n));

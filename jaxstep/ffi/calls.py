@@ -50,7 +50,11 @@ def _views(scenery: Scenery, agents: Agents, n_viewers: int | None, mask: jax.Ar
     mask = jnp.ones(lead, bool) if mask is None else mask
     s = scenery
     return lead, (agents.angles, agents.positions, mask, s.env_geometry, s.walls, s.wall_offsets, s.lights,
-                  s.light_offsets, s.texels, s.baked, s.texel_offsets)  # fmt: skip
+                  s.light_offsets, s.texels, s.baked, s.texel_offsets, *_grid(s))  # fmt: skip
+
+
+def _grid(s: Scenery) -> tuple[jax.Array, ...]:
+    return s.grid_frames, s.grid_shapes, s.cell_offsets, s.cell_walls
 
 
 def render(
@@ -142,6 +146,7 @@ def physics(scenery: Scenery, agents: Agents, fps: float, radius: float) -> tupl
         scenery.env_geometry,
         scenery.walls,
         scenery.wall_offsets,
+        *_grid(scenery),
         fps=_f32(fps),
         radius=_f32(radius),
     )

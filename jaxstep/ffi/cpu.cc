@@ -9,8 +9,9 @@
 namespace jaxstep {
 namespace {
 
-// Rays go in chunks of 32 (a CUDA warp's share): the lines that may meet a chunk's wedge are gathered once,
-// then each ray of the chunk considers just those, in order.
+// Rays go in chunks of 32 (a CUDA warp's share), searched in passes (see Pass; one pass over all walls without the
+// grid) until every ray of the chunk has its final hit: each pass gathers the lines that may meet the chunk's wedge
+// (walls within its reach), then each ray considers just those, in order.
 constexpr int CHUNK = 32;
 
 float live(const View& view, int A, RayHit hit) { return live_light(view.scene, view.angles, view.positions, A, hit); }
@@ -18,43 +19,55 @@ float live(const View& view, int A, RayHit hit) { return live_light(view.scene, 
 // Casts every ray of one (wanted) view, calling visit(r, hit) for r = 0 .. R-1 in order. `index` and `ends`
 // are scratch space, kept by the caller across views.
 template <typename Visit>
-void cast_view(const View& view, int A, int R, float half_width, float radius, std::vector<int>& index,
+void cast_view(const View& view, bool grid, int A, int R, float half_width, float radius, std::vector<int>& index,
                std::vector<Vec>& ends, Visit visit) {
-  const int n_lines = scene_lines(view.scene, A);
   const Viewpoint eye = viewpoint(view.angles, view.positions, view.agent);
+  const int cell = grid ? grid_cell(view.scene.grid, eye.p) : -1;
+  RayHit hits[CHUNK];
   for (int first = 0; first < R; first += CHUNK) {
     const int last = std::min(first + CHUNK, R);
     const Wedge wedge = ray_wedge(eye, first, last, R, half_width);
-    index.clear();
-    ends.clear();
-    for (int i = 0; i < n_lines; i++) {
-      if (hidden_own_line(view, i, radius)) continue;
-      Vec a, b;
-      scene_line(view.scene, view.angles, view.positions, A, i, &a, &b);
-      if (!may_hit(wedge, a, b)) continue;
-      index.push_back(i);
-      ends.push_back(a);
-      ends.push_back(b);
-    }
-    for (int r = first; r < last; r++) {
-      const Ray ray = make_ray(eye, r, R, half_width, radius);
-      RayHit best = no_hit();
-      float best_s = INFINITY;
-      for (size_t k = 0; k < index.size(); k++) {
-        consider_line(ray.p, ray.u, ray.near, index[k], ends[2 * k], ends[2 * k + 1], &best, &best_s);
+    for (int level = 0;; level++) {
+      const Pass pass = search_pass(view.scene, cell, level);
+      const Box near = reach_box(eye.p, pass.reach);
+      index.clear();
+      ends.clear();
+      for (int i = 0; i < pass_lines(pass, A); i++) {
+        if (hidden_own_line(view, i, radius)) continue;
+        const int line = pass_line(pass, A, i);
+        Vec a, b;
+        scene_line(view.scene, view.angles, view.positions, A, line, &a, &b);
+        if (!may_hit(wedge, a, b) || (line >= A * MODEL_LINES && outside(near, a, b))) continue;
+        index.push_back(line);
+        ends.push_back(a);
+        ends.push_back(b);
       }
-      visit(r, finish_hit(best, best_s, ray.u, ray.ulen));
+      bool settled_all = true;
+      for (int r = first; r < last; r++) {
+        const Ray ray = make_ray(eye, r, R, half_width, radius);
+        RayHit best = no_hit();
+        float best_s = INFINITY;
+        for (size_t k = 0; k < index.size(); k++) {
+          consider_line(ray.p, ray.u, ray.near, index[k], ends[2 * k], ends[2 * k + 1], &best, &best_s);
+        }
+        settled_all &= settled(pass, best_s, ray.ulen);
+        hits[r - first] = finish_hit(best, best_s, ray.u, ray.ulen);
+      }
+      if (last_pass(pass) || settled_all) break;
     }
+    for (int r = first; r < last; r++) visit(r, hits[r - first]);
   }
 }
 
 ffi::Error Render(F32 angles, F32 positions, Bool mask, I32 env_geometry, F32 walls, I32 wall_offsets,
-                  F32 lights, I32 light_offsets, F32 texels, F32 baked, I32 texel_offsets, I32Out indices, F32Out locations,
-                  F32Out dots, F32Out distances, F32Out screen, float half_width, float radius) {
+                  F32 lights, I32 light_offsets, F32 texels, F32 baked, I32 texel_offsets, F32 grid_frames,
+                  I32 grid_shapes, I32 cell_offsets, I32 cell_walls, I32Out indices, F32Out locations, F32Out dots,
+                  F32Out distances, F32Out screen, float half_width, float radius) {
   RenderCall c;
   JS_RETURN_IF_ERROR(decode_render(angles, positions, mask, env_geometry, walls, wall_offsets, lights,
-                                   light_offsets, texels, baked, texel_offsets, indices, locations, dots, distances,
-                                   screen, &c));
+                                   light_offsets, texels, baked, texel_offsets,
+                                   {grid_frames, grid_shapes, cell_offsets, cell_walls}, indices, locations, dots,
+                                   distances, screen, &c));
   const int A = (int)c.agents.n_agents, V = (int)c.n_viewers, R = (int)c.R;
   std::vector<int> index;
   std::vector<Vec> ends;
@@ -64,20 +77,21 @@ ffi::Error Render(F32 angles, F32 positions, Bool mask, I32 env_geometry, F32 wa
       for (int r = 0; r < R; r++) store_ray(view, A, no_hit(), 0.f, v * R + r, c.out);
       continue;
     }
-    cast_view(view, A, R, half_width, radius, index, ends,
+    cast_view(view, search_grid(c.scenery), A, R, half_width, radius, index, ends,
               [&](int r, RayHit hit) { store_ray(view, A, hit, live(view, A, hit), v * R + r, c.out); });
   }
   return ffi::Error::Success();
 }
 
-ffi::Error Observe(F32 angles, F32 positions, Bool mask, I32 env_geometry, F32 walls, I32 wall_offsets, F32 lights,
-                   I32 light_offsets, F32 texels, F32 baked, I32 texel_offsets, F32Out rgb, F32Out depth,
-                   I32Out indices, F32Out locations, float half_width, float radius, int32_t res, int32_t subsample,
-                   float max_depth) {
+ffi::Error Observe(F32 angles, F32 positions, Bool mask, I32 env_geometry, F32 walls, I32 wall_offsets,
+                   F32 lights, I32 light_offsets, F32 texels, F32 baked, I32 texel_offsets, F32 grid_frames,
+                   I32 grid_shapes, I32 cell_offsets, I32 cell_walls, F32Out rgb, F32Out depth, I32Out indices,
+                   F32Out locations, float half_width, float radius, int32_t res, int32_t subsample, float max_depth) {
   ObserveCall c;
   JS_RETURN_IF_ERROR(decode_observe(angles, positions, mask, env_geometry, walls, wall_offsets, lights,
-                                    light_offsets, texels, baked, texel_offsets, rgb, depth, indices, locations, res,
-                                    subsample, max_depth, &c));
+                                    light_offsets, texels, baked, texel_offsets,
+                                    {grid_frames, grid_shapes, cell_offsets, cell_walls}, rgb, depth, indices,
+                                    locations, res, subsample, max_depth, &c));
   const int A = (int)c.agents.n_agents, V = (int)c.n_viewers, R = (int)c.R, k = (int)c.subsample;
   const long W = c.columns();
   std::vector<int> index;
@@ -90,7 +104,7 @@ ffi::Error Observe(F32 angles, F32 positions, Bool mask, I32 env_geometry, F32 w
       continue;
     }
     const View view = view_of(c.scenery, angles.typed_data(), positions.typed_data(), A, V, v);
-    cast_view(view, A, R, half_width, radius, index, ends, [&](int r, RayHit hit) {
+    cast_view(view, search_grid(c.scenery), A, R, half_width, radius, index, ends, [&](int r, RayHit hit) {
       hits[r] = hit;
       pixels[r] = pixel_of(view, A, hit, live(view, A, hit), radius, max_depth);
     });
@@ -103,12 +117,14 @@ ffi::Error Observe(F32 angles, F32 positions, Bool mask, I32 env_geometry, F32 w
   return ffi::Error::Success();
 }
 
-ffi::Error Physics(F32 angles, F32 positions, F32 velocity, F32 angvelocity, I32 env_geometry, F32 walls,
-                   I32 wall_offsets, F32Out angles_out, F32Out positions_out, F32Out velocity_out,
-                   F32Out angvelocity_out, F32Out progress, float fps, float radius) {
+ffi::Error Physics(F32 angles, F32 positions, F32 velocity, F32 angvelocity, I32 env_geometry,
+                   F32 walls, I32 wall_offsets, F32 grid_frames, I32 grid_shapes, I32 cell_offsets, I32 cell_walls,
+                   F32Out angles_out, F32Out positions_out, F32Out velocity_out, F32Out angvelocity_out,
+                   F32Out progress, float fps, float radius) {
   PhysicsCall c;
   JS_RETURN_IF_ERROR(decode_physics(angles, positions, velocity, angvelocity, env_geometry, walls, wall_offsets,
-                                    angles_out, positions_out, velocity_out, angvelocity_out, progress, &c));
+                                    {grid_frames, grid_shapes, cell_offsets, cell_walls}, angles_out, positions_out,
+                                    velocity_out, angvelocity_out, progress, &c));
   const int A = (int)c.agents.n_agents;
   const long n = c.agents.batch * c.agents.n_envs * A;
   // Every progress first: the outputs may alias the inputs, and each agent's progress reads all of its env.
@@ -149,6 +165,10 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxstepRenderCpu, jaxstep::Render,
                                   .Arg<jaxstep::F32>()  // texels
                                   .Arg<jaxstep::F32>()  // baked
                                   .Arg<jaxstep::I32>()  // texel_offsets
+                                  .Arg<jaxstep::F32>()  // grid_frames
+                                  .Arg<jaxstep::I32>()  // grid_shapes
+                                  .Arg<jaxstep::I32>()  // cell_offsets
+                                  .Arg<jaxstep::I32>()  // cell_walls
                                   .Ret<jaxstep::I32>()  // indices
                                   .Ret<jaxstep::F32>()  // locations
                                   .Ret<jaxstep::F32>()  // dots
@@ -170,6 +190,10 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxstepObserveCpu, jaxstep::Observe,
                                   .Arg<jaxstep::F32>()  // texels
                                   .Arg<jaxstep::F32>()  // baked
                                   .Arg<jaxstep::I32>()  // texel_offsets
+                                  .Arg<jaxstep::F32>()  // grid_frames
+                                  .Arg<jaxstep::I32>()  // grid_shapes
+                                  .Arg<jaxstep::I32>()  // cell_offsets
+                                  .Arg<jaxstep::I32>()  // cell_walls
                                   .Ret<jaxstep::F32>()  // rgb
                                   .Ret<jaxstep::F32>()  // depth
                                   .Ret<jaxstep::I32>()  // indices
@@ -189,6 +213,10 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxstepPhysicsCpu, jaxstep::Physics,
                                   .Arg<jaxstep::I32>()  // env_geometry
                                   .Arg<jaxstep::F32>()  // walls
                                   .Arg<jaxstep::I32>()  // wall_offsets
+                                  .Arg<jaxstep::F32>()  // grid_frames
+                                  .Arg<jaxstep::I32>()  // grid_shapes
+                                  .Arg<jaxstep::I32>()  // cell_offsets
+                                  .Arg<jaxstep::I32>()  // cell_walls
                                   .Ret<jaxstep::F32>()  // angles
                                   .Ret<jaxstep::F32>()  // positions
                                   .Ret<jaxstep::F32>()  // velocity

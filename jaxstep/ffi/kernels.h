@@ -63,6 +63,9 @@ JS_FN float wrap_degrees(float a) {
   return x - 180.f;
 }
 
+// Offsets are int32 (so are the buffers that hold them), so the clamping is done in int, not long.
+JS_FN int clamp_index(int i, int lo, int hi) { return i < lo ? lo : (i > hi ? hi : i); }
+
 // ---------------------------------------------------------------------------------------------------
 // Geometry primitives
 
@@ -176,6 +179,73 @@ JS_FN float light_intensity(Vec C, const float* lights, int n_lights, const floa
 }
 
 // ---------------------------------------------------------------------------------------------------
+// Scenes, their grids and sets of walls
+
+// A geometry's uniform grid (jaxstep/grid.py): for each square cell and each reach, the walls that come within the
+// reach of some point of the cell, ascending. Cell c (row y, column x) is c = y * nx + x.
+struct Grid {
+  const float* frame;  // lower-left corner x, y, cell side, then the n_reaches reaches (metres); null: no grid
+  int nx, ny, n_reaches;
+  const int* lists;    // list (c, l) is walls[lists[c * n_reaches + l] .. lists[c * n_reaches + l + 1]]
+  const int* walls;    // n_listed wall indices within the geometry
+  int n_listed;
+};
+
+// One env's static data as raw pointers (already offset to the env's geometry where noted).
+struct EnvScene {
+  const float* walls;  // (n_walls, 2, 2), this geometry's walls
+  int n_walls;
+  const float* lights;  // (n_lights, 3), this geometry's lights
+  int n_lights;
+  const float* texels;        // (T, 3), all texels of the scenery
+  const float* baked;         // (T,), all baked intensities
+  const int* model_texels;    // (MODEL_LINES + 1,) offsets of the model lines' texels
+  const int* wall_texels;     // (n_walls + 1,) offsets of this geometry's walls' texels
+  Grid grid;
+};
+
+// The walls a search goes through: the first `count` of a geometry's walls (n_walls, 2, 2) in order or, where
+// `listed` is not null, the `count` walls it names.
+struct WallSet {
+  const float* walls;
+  int n_walls;
+  const int* listed;
+  int count;
+};
+
+JS_FN WallSet all_walls(const EnvScene& scene) { return {scene.walls, scene.n_walls, nullptr, scene.n_walls}; }
+
+// Entry i of the set, as an index among the geometry's walls. A listed index out of range is clamped: a corrupt
+// grid reads the wrong walls, never outside them.
+JS_FN int wall_at(const WallSet& set, int i) { return set.listed ? clamp_index(set.listed[i], 0, set.n_walls - 1) : i; }
+
+// The cell of the grid that holds p, or -1 off the grid (NaN included).
+JS_FN int grid_cell(const Grid& g, Vec p) {
+  if (!g.frame) return -1;
+  const float x = (p.x - g.frame[0]) / g.frame[2], y = (p.y - g.frame[1]) / g.frame[2];
+  if (!((x >= 0.f) & (x < (float)g.nx) & (y >= 0.f) & (y < (float)g.ny))) return -1;
+  return (int)y * g.nx + (int)x;
+}
+
+JS_FN float grid_reach(const Grid& g, int level) { return g.frame[3 + level]; }
+
+// The walls within reach `level` of every point of cell c (not -1).
+JS_FN WallSet cell_walls(const EnvScene& scene, int c, int level) {
+  const Grid& g = scene.grid;
+  const int i = c * g.n_reaches + level;
+  const int start = clamp_index(g.lists[i], 0, g.n_listed), end = clamp_index(g.lists[i + 1], start, g.n_listed);
+  return {scene.walls, scene.n_walls, g.walls + start, scene.n_walls > 0 ? end - start : 0};
+}
+
+// The box of points within `reach` of p along each axis (inf: the whole plane).
+JS_FN Box reach_box(Vec p, float reach) { return {{p.x - reach, p.y - reach}, {p.x + reach, p.y + reach}}; }
+
+JS_FN bool contains(const Box& outer, const Box& inner) {
+  return (inner.lo.x >= outer.lo.x) & (inner.lo.y >= outer.lo.y) & (inner.hi.x <= outer.hi.x) &
+         (inner.hi.y <= outer.hi.y);
+}
+
+// ---------------------------------------------------------------------------------------------------
 // Physics
 
 // Keeps a collision fraction sensible: 1% early so nothing is stuck next step, NaN -> 0, clamped to [0, 1].
@@ -278,26 +348,29 @@ JS_FN float agents_progress(Move m, int a, int n_agents, const float* positions,
   return x;
 }
 
-// The largest fraction of a move before it touches one of the walls (n_walls, 2, 2) (every `stride`th from
-// `first`). Most walls of a floor plan are far from a step's move: a box test skips their wall_collision.
-JS_FN float walls_progress(Move m, const float* walls, int n_walls, float radius, int first = 0,
-                           int stride = 1) {
+// The largest fraction of a move before it touches one of a set's walls (every `stride`th entry from `first`).
+// Most walls near a step's move are still far from it: a box test skips their wall_collision.
+JS_FN float walls_progress(Move m, const WallSet& set, float radius, int first = 0, int stride = 1) {
   const Box near = sweep_box(m.p, m.v, radius);
   float x = 1.f;
-  for (int w = first; w < n_walls; w += stride) {
-    const Vec wa = load_vec(walls + 4 * w), wb = load_vec(walls + 4 * w + 2);
+  for (int i = first; i < set.count; i += stride) {
+    const float* w = set.walls + 4 * wall_at(set, i);
+    const Vec wa = load_vec(w), wb = load_vec(w + 2);
     if (may_stop(near, wa, wb)) x = fminf(x, wall_collision(m.p, m.v, wa, wb, radius));
   }
   return x;
 }
 
-// Progress of agent `a` of one env: the largest fraction in [0, 1] of its move velocity/fps it can make
-// before touching a wall or another agent. positions, velocity: (n_agents, 2); walls: (n_walls, 2, 2).
-JS_FN float agent_progress(int a, int n_agents, const float* positions, const float* velocity,
-                           const float* walls, int n_walls, float fps, float radius) {
-  const Move m = move_of(a, positions, velocity, fps);
-  return fminf(agents_progress(m, a, n_agents, positions, velocity, fps, radius),
-               walls_progress(m, walls, n_walls, radius));
+// The walls that may stop a move: where its box (sweep_box) lies within the grid's first reach of its start, those
+// of the start's cell for that reach (a wall that misses the box cannot stop the move, and every wall within the
+// reach of the start is listed); otherwise all of them.
+JS_FN WallSet move_walls(const EnvScene& scene, Move m, float radius) {
+  const int c = grid_cell(scene.grid, m.p);
+  if ((c >= 0) && (scene.grid.n_reaches > 0) &&
+      contains(reach_box(m.p, grid_reach(scene.grid, 0)), sweep_box(m.p, m.v, radius))) {
+    return cell_walls(scene, c, 0);
+  }
+  return all_walls(scene);
 }
 
 // One agent's pose after moving `progress` of its step; velocities are zeroed where it was stopped short.
@@ -400,18 +473,6 @@ JS_FN void settle(int n_agents, const float* positions, const float* velocity, f
 
 // ---------------------------------------------------------------------------------------------------
 // Rendering
-
-// One env's static data as raw pointers (already offset to the env's geometry where noted).
-struct EnvScene {
-  const float* walls;  // (n_walls, 2, 2), this geometry's walls
-  int n_walls;
-  const float* lights;  // (n_lights, 3), this geometry's lights
-  int n_lights;
-  const float* texels;        // (T, 3), all texels of the scenery
-  const float* baked;         // (T,), all baked intensities
-  const int* model_texels;    // (MODEL_LINES + 1,) offsets of the model lines' texels
-  const int* wall_texels;     // (n_walls + 1,) offsets of this geometry's walls' texels
-};
 
 // Direction of ray r of R in the agent frame, with x pointing forward; half_width = tan(fov/2).
 JS_FN Vec ray_direction(int r, int R, float half_width) {
@@ -526,6 +587,40 @@ JS_FN bool may_hit(const Wedge& w, Vec a, Vec b) {
   return true;
 }
 
+// One pass of a view's search for its rays' nearest hits: the agents' model lines, then a set of walls, of which only
+// those that come within `reach` of the viewer count. A view's first passes take its cell's lists for the grid's
+// reaches in turn (a ray's hit is usually near); its last takes every wall (reach inf). Lines keep the env's line
+// order in every pass.
+struct Pass {
+  WallSet walls;
+  float reach;
+};
+
+// Pass `level` of a search from grid cell c (-1: off the grid, where the only pass is the last).
+JS_FN Pass search_pass(const EnvScene& scene, int c, int level) {
+  if ((c < 0) | (level >= scene.grid.n_reaches)) return {all_walls(scene), INFINITY};
+  return {cell_walls(scene, c, level), grid_reach(scene.grid, level)};
+}
+
+JS_FN bool last_pass(const Pass& pass) { return !pass.walls.listed; }
+
+JS_FN int pass_lines(const Pass& pass, int n_agents) { return n_agents * MODEL_LINES + pass.walls.count; }
+
+// The env line index of entry i of a pass.
+JS_FN int pass_line(const Pass& pass, int n_agents, int i) {
+  const int first_wall = n_agents * MODEL_LINES;
+  return i < first_wall ? i : first_wall + wall_at(pass.walls, i - first_wall);
+}
+
+// Whether a pass's nearest hit for a ray (best_s, in units of the ray's length ulen) is final. consider_line keeps
+// the first of lines whose hits lie within 1e-4 of each other, so the result depends only on the lines whose hits
+// lie within 2e-4 of the nearest, in order; a line it left out is more than `reach` metres off, so if those all
+// lie well within the reach (1% and 2 cm: rounding in the hit of a grazing ray), it left out none of them. A ray
+// with no hit is never final.
+JS_FN bool settled(const Pass& pass, float best_s, float ulen) {
+  return (best_s + 2.e-4f) * ulen * 1.01f + .02f <= pass.reach;
+}
+
 // The hit's distance and cosine, once every line has been considered. `best_s` is in units of the ray's length.
 JS_FN RayHit finish_hit(RayHit best, float best_s, Vec u, float ulen) {
   if (best.index >= 0) {
@@ -606,21 +701,44 @@ struct SceneryArrays {
   const float* baked;         // (B, T) baked light of static texels
   const int* texel_offsets;   // (B, MODEL_LINES + W + 1) texels of the model lines, then of each wall
   long n_envs, n_geometries, n_walls, n_lights, n_texels;
+  // Every geometry's grid (see Grid); null grid_frames: none.
+  const float* grid_frames;   // (B, G, 3 + n_reaches) corner x, y, cell side, reaches
+  const int* grid_shapes;     // (B, G, 3) nx, ny, first cell
+  const int* cell_offsets;    // (B, n_cell_offsets) = (B, n_cells * n_reaches + 1)
+  const int* cell_walls;      // (B, n_cell_walls)
+  long n_reaches, n_cell_offsets, n_cell_walls;
 };
 
-// Offsets are int32 (so are the buffers that hold them), so the clamping is done in int, not long.
-JS_FN int clamp_index(int i, int lo, int hi) { return i < lo ? lo : (i > hi ? hi : i); }
+// Geometry g's grid in batch element b (g valid); no grid (a null frame) if its shape does not fit the buffers.
+JS_FN Grid geometry_grid(const SceneryArrays& s, long b, int g) {
+  Grid grid = {nullptr, 0, 0, 0, nullptr, nullptr, 0};
+  if (!s.grid_frames) return grid;
+  const long G = s.n_geometries, L = s.n_reaches;
+  const int* shape = s.grid_shapes + 3 * (b * G + g);
+  const long nx = shape[0], ny = shape[1], first = shape[2];
+  if ((nx < 1) | (ny < 1) | (first < 0) | ((first + nx * ny) * L >= s.n_cell_offsets)) return grid;
+  return {s.grid_frames + (3 + L) * (b * G + g), (int)nx, (int)ny, (int)L,
+          s.cell_offsets + b * s.n_cell_offsets + first * L, s.cell_walls + b * s.n_cell_walls, (int)s.n_cell_walls};
+}
 
-// The scene of geometry g in batch element b. An out-of-range geometry index gives an empty scene rather than
-// a bad read.
-JS_FN EnvScene geometry_scene(const SceneryArrays& s, long b, int g) {
+// The walls and grid of geometry g in batch element b, all that a search for hits reads (no lights or texels). An
+// out-of-range geometry index gives an empty scene rather than a bad read.
+JS_FN EnvScene geometry_walls(const SceneryArrays& s, long b, int g) {
   const long G = s.n_geometries;
   const bool valid = (g >= 0) & (g < G);
   const int* wall_offsets = s.wall_offsets + b * (G + 1);
   const int w0 = valid ? clamp_index(wall_offsets[g], 0, (int)s.n_walls) : 0;
   const int w1 = valid ? clamp_index(wall_offsets[g + 1], w0, (int)s.n_walls) : 0;
   EnvScene scene = {s.walls + 4 * (b * s.n_walls + w0), (int)(w1 - w0), nullptr, 0, nullptr, nullptr, nullptr,
-                    nullptr};
+                    nullptr, {nullptr, 0, 0, 0, nullptr, nullptr, 0}};
+  if (valid) scene.grid = geometry_grid(s, b, g);
+  return scene;
+}
+
+// `scene` (geometry_walls(s, b, g)) with its lights and texels added.
+JS_FN EnvScene with_shading(const SceneryArrays& s, long b, int g, EnvScene scene) {
+  const long G = s.n_geometries;
+  const bool valid = (g >= 0) & (g < G);
   if (s.lights) {
     const int* light_offsets = s.light_offsets + b * (G + 1);
     const int l0 = valid ? clamp_index(light_offsets[g], 0, (int)s.n_lights) : 0;
@@ -629,6 +747,7 @@ JS_FN EnvScene geometry_scene(const SceneryArrays& s, long b, int g) {
     scene.n_lights = (int)(l1 - l0);
   }
   if (s.texels) {
+    const long w0 = (scene.walls - s.walls) / 4 - b * s.n_walls;
     const int* texel_offsets = s.texel_offsets + b * (MODEL_LINES + s.n_walls + 1);
     scene.texels = s.texels + 3 * b * s.n_texels;
     scene.baked = s.baked + b * s.n_texels;
@@ -636,6 +755,21 @@ JS_FN EnvScene geometry_scene(const SceneryArrays& s, long b, int g) {
     scene.wall_texels = texel_offsets + MODEL_LINES + w0;
   }
   return scene;
+}
+
+// Whether views search through the grid's passes (see Pass) rather than all walls in one: the passes' lookups and
+// repeats cost more than they save on geometries of a hundred walls or so (floor plans: 11% slower with them), and
+// save more than they cost on a few hundred (24 x 24 mazes, about 300 walls: 34% faster). Physics always uses the
+// grid. The results are the same either way.
+constexpr long GRID_SEARCH_WALLS = 192;  // mean walls per geometry
+
+JS_FN bool search_grid(const SceneryArrays& s) {
+  return (s.n_reaches > 0) & (s.n_walls >= GRID_SEARCH_WALLS * s.n_geometries);
+}
+
+// The whole scene of geometry g in batch element b.
+JS_FN EnvScene geometry_scene(const SceneryArrays& s, long b, int g) {
+  return with_shading(s, b, g, geometry_walls(s, b, g));
 }
 
 // The scene of flat env e.
@@ -743,14 +877,17 @@ JS_FN void store_column(ObserveOutputs out, long item, Pixel mean, RayHit middle
   if (out.locations) out.locations[item] = middle.location;
 }
 
-// Progress of agent `item` = e * n_agents + a. positions, velocity: (B, n_envs, n_agents, 2).
+// Progress of agent `item` = e * n_agents + a: the largest fraction in [0, 1] of its move velocity/fps it can make
+// before touching a wall or another agent. positions, velocity: (B, n_envs, n_agents, 2).
 JS_FN float progress_item(const SceneryArrays& s, const float* positions, const float* velocity, int n_agents,
                           float fps, float radius, long item) {
   const long e = item / n_agents;
   const int a = (int)(item % n_agents);
   const EnvScene scene = env_scene(s, e);
-  return agent_progress(a, n_agents, positions + 2 * e * n_agents, velocity + 2 * e * n_agents, scene.walls,
-                        scene.n_walls, fps, radius);
+  const float *p = positions + 2 * e * n_agents, *v = velocity + 2 * e * n_agents;
+  const Move m = move_of(a, p, v, fps);
+  const float agents = agents_progress(m, a, n_agents, p, v, fps, radius);
+  return fminf(agents, walls_progress(m, move_walls(scene, m, radius), radius));
 }
 
 struct AgentArrays {

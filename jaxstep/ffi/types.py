@@ -30,6 +30,10 @@ class Scenery:
         baked: (T,) float32, light falling on each wall texel, in [0, 1] (0 for the model's texels, lit at render).
         texel_offsets: (MODEL_LINES + W + 1,) int32; line i's texels are texel_offsets[i]:texel_offsets[i+1], with the
             model's lines first, then the walls.
+        grid_frames, grid_shapes, cell_offsets, cell_walls: each geometry's uniform grid of the walls near each of
+            its cells (`jaxstep.grid.Grids`, L reaches over C cells in all): (G, 3 + L) float32, (G, 3) int32,
+            (C * L + 1,) int32 and (N,) int32. Built with the walls: change both together. A grid of no reaches
+            (grid_frames (G, 3)) makes every search read all walls.
         n_agents: agents per env (static).
         max_walls: most walls in any one geometry (static; sizes the pure-JAX reference's padding).
         max_lights: most lights in any one geometry (static).
@@ -43,6 +47,10 @@ class Scenery:
     texels: jax.Array
     baked: jax.Array
     texel_offsets: jax.Array
+    grid_frames: jax.Array
+    grid_shapes: jax.Array
+    cell_offsets: jax.Array
+    cell_walls: jax.Array
     n_agents: int = dataclasses.field(metadata=dict(static=True))
     max_walls: int = dataclasses.field(metadata=dict(static=True))
     max_lights: int = dataclasses.field(metadata=dict(static=True))

@@ -34,11 +34,15 @@ Divisor divisor(long d) {
 
 constexpr long MAX_DIVIDEND = 1l << 31;
 
-// A warp's share of the rays: `chunk` (at most 32) consecutive rays of one view, lane l taking ray first + l.
+// A warp's share of the rays: `chunk` (at most 32) consecutive rays of one view, lane l taking ray first + l. Its
+// view's scene holds the walls and grid only, for the search; `shaded` adds the lights and texels afterwards, so
+// that their pointers take no registers during the search.
 struct WarpRays {
   long v;               // the view
   int first, last, r;   // the warp's rays are first .. last-1; the lane's is r (past last: it only helps)
   bool wanted;          // the view is wanted (the mask)
+  unsigned b;           // the view's batch element
+  int g;                // and geometry
   View view;
   Viewpoint eye;
 };
@@ -47,7 +51,7 @@ struct WarpRays {
 __device__ __forceinline__ WarpRays warp_rays(const SceneryArrays& s, const float* angles, const float* positions,
                                               const bool* mask, int n_agents, int R, int chunk, Divisor per_view,
                                               Divisor per_env, Divisor per_batch, long w, int lane) {
-  const unsigned v = per_view(w), e = per_env(v);
+  const unsigned v = per_view(w), e = per_env(v), b = per_batch(e);
   const int first = (int)(w - v * per_view.d) * chunk;
   const int agent = (int)(v - e * per_env.d);
   // the loads everything else waits on, written first so that they go out together with the scene's
@@ -55,34 +59,72 @@ __device__ __forceinline__ WarpRays warp_rays(const SceneryArrays& s, const floa
   const long i = (long)e * n_agents + agent;
   const float angle = angles[i];
   const Vec p = load_vec(positions + 2 * i);
-  const View view = view_at(s, angles, positions, n_agents, per_batch(e), e, agent);
-  return {(long)v, first, min(first + chunk, R), first + lane, wanted, view, {p, rotation(angle)}};
+  const int g = s.env_geometry[e];
+  const View view = {geometry_walls(s, b, g), angles + i - agent, positions + 2 * (i - agent), agent};
+  return {(long)v, first, min(first + chunk, R), first + lane, wanted, b, g, view, {p, rotation(angle)}};
 }
 
-// The nearest hit of the lane's ray. Lanes first take 32 lines each round, keep those that may meet the warp's
-// wedge of rays (a ballot), then every lane considers the kept lines in order, their endpoints passed round by
+// The warp's view with its lights and texels, for shading.
+__device__ __forceinline__ View shaded(const SceneryArrays& s, const WarpRays& w) {
+  return {with_shading(s, w.b, w.g, w.view.scene), w.view.angles, w.view.positions, w.view.agent};
+}
+
+// Every lane's ray considers n lines in order; line_of(i, &a, &b) gives line i's index in the env's line order and
+// its ends, or -1 to skip it. Lanes take 32 lines a round and keep those that may meet the warp's wedge of rays
+// inside the box `near` (a ballot), then every lane considers the kept lines in order, their ends passed round by
 // shuffles. Every lane of the warp must call it.
-__device__ __forceinline__ RayHit cast(const WarpRays& w, int n_agents, int R, float half_width, float radius,
-                                       int lane) {
-  const Ray ray = make_ray(w.eye, w.r, R, half_width, radius);
-  const Wedge wedge = ray_wedge(w.eye, w.first, w.last, R, half_width);
-  RayHit best = no_hit();
-  float best_s = INFINITY;
-  const int n_lines = scene_lines(w.view.scene, n_agents);
-  for (int base = 0; base < n_lines; base += 32) {
+template <typename LineOf>
+__device__ __forceinline__ void consider_lines(int n, LineOf line_of, const Wedge& wedge, const Box& near,
+                                               const Ray& ray, int lane, RayHit* best, float* best_s) {
+  for (int base = 0; base < n; base += 32) {
     Vec a = {0.f, 0.f}, b = {0.f, 0.f};
-    const bool mine = (base + lane < n_lines) && !hidden_own_line(w.view, base + lane, radius);
-    if (mine) scene_line(w.view.scene, w.view.angles, w.view.positions, n_agents, base + lane, &a, &b);
-    unsigned kept = __ballot_sync(ALL, mine && may_hit(wedge, a, b));
+    const int index = base + lane < n ? line_of(base + lane, &a, &b) : -1;
+    unsigned kept = __ballot_sync(ALL, (index >= 0) && may_hit(wedge, a, b) && !outside(near, a, b));
     while (kept) {
       const int k = __ffs(kept) - 1;
       kept &= kept - 1;
       const Vec ka = {__shfl_sync(ALL, a.x, k), __shfl_sync(ALL, a.y, k)};
       const Vec kb = {__shfl_sync(ALL, b.x, k), __shfl_sync(ALL, b.y, k)};
-      consider_line(ray.p, ray.u, ray.near, base + k, ka, kb, &best, &best_s);
+      consider_line(ray.p, ray.u, ray.near, __shfl_sync(ALL, index, k), ka, kb, best, best_s);
     }
   }
-  return finish_hit(best, best_s, ray.u, ray.ulen);
+}
+
+// The nearest hit of the lane's ray. The agents' model lines come first in line order, so they are considered
+// once; then the walls go in passes (see Pass), each starting from the model lines' result, until every ray of the
+// warp has its final hit. Every lane of the warp must call it.
+template <bool GRID>
+__device__ __forceinline__ RayHit cast(const WarpRays& w, int n_agents, int R, float half_width, float radius,
+                                       int lane) {
+  const Ray ray = make_ray(w.eye, w.r, R, half_width, radius);
+  const Wedge wedge = ray_wedge(w.eye, w.first, w.last, R, half_width);
+  const View& view = w.view;
+  const int first_wall = n_agents * MODEL_LINES;
+  RayHit models = no_hit();
+  float models_s = INFINITY;
+  const auto model_line_of = [&](int i, Vec* a, Vec* b) {
+    if (hidden_own_line(view, i, radius)) return -1;
+    scene_line(view.scene, view.angles, view.positions, n_agents, i, a, b);
+    return i;
+  };
+  consider_lines(first_wall, model_line_of, wedge, reach_box(w.eye.p, INFINITY), ray, lane, &models, &models_s);
+  const int cell = GRID ? grid_cell(view.scene.grid, w.eye.p) : -1;
+  for (int level = 0;; level++) {
+    const Pass pass = search_pass(view.scene, cell, level);
+    RayHit best = models;
+    float best_s = models_s;
+    const auto wall_of = [&](int i, Vec* a, Vec* b) {
+      const float* wall = pass.walls.walls + 4 * wall_at(pass.walls, i);
+      *a = load_vec(wall);
+      *b = load_vec(wall + 2);
+      return first_wall + wall_at(pass.walls, i);
+    };
+    consider_lines(pass.walls.count, wall_of, wedge, reach_box(w.eye.p, pass.reach), ray, lane, &best, &best_s);
+    // the pass is the same for the whole warp, so either every lane takes the vote or none does
+    if (last_pass(pass) || __all_sync(ALL, (w.r >= w.last) | settled(pass, best_s, ray.ulen))) {
+      return finish_hit(best, best_s, ray.u, ray.ulen);
+    }
+  }
 }
 
 // The min (or max) of x over the warp.
@@ -141,6 +183,7 @@ __device__ __forceinline__ float warp_live_light(const View& view, int n_agents,
 
 // A warp per 32 rays of one view; lanes past the view's last ray help with the culling and write nothing.
 // At most 64 registers a thread (4 blocks of 256 per SM), so that more warps hide the latency of the loads.
+template <bool GRID>
 __global__ void __launch_bounds__(BLOCK, 4)
     render_kernel(SceneryArrays s, const float* angles, const float* positions, const bool* mask, int n_agents,
                   int R, Divisor per_view, Divisor per_env, Divisor per_batch, float half_width, float radius,
@@ -150,16 +193,17 @@ __global__ void __launch_bounds__(BLOCK, 4)
   if (w >= warps) return;  // whole warps leave together
   const WarpRays rays = warp_rays(s, angles, positions, mask, n_agents, R, 32, per_view, per_env, per_batch, w, lane);
   // a view not wanted is left empty
-  const RayHit hit = rays.wanted ? cast(rays, n_agents, R, half_width, radius, lane) : no_hit();
-  const float live = warp_live_light(rays.view, n_agents, hit, rays.r < rays.last, lane);
-  if (rays.r < R) store_ray(rays.view, n_agents, hit, live, rays.v * R + rays.r, out);
+  const RayHit hit = rays.wanted ? cast<GRID>(rays, n_agents, R, half_width, radius, lane) : no_hit();
+  const View view = shaded(s, rays);
+  const float live = warp_live_light(view, n_agents, hit, rays.r < rays.last, lane);
+  if (rays.r < R) store_ray(view, n_agents, hit, live, rays.v * R + rays.r, out);
 }
 
 // A warp per `columns` image columns of K rays each (K * columns <= 32 rays): after the search, each column's
 // first lane gathers its rays' pixels by shuffles, in ray order, and writes the column. K is a template parameter
 // for the common counts, so that a column of one ray needs no shuffles and the lane's column no division; K = 0
 // reads it from per_column.
-template <int K>
+template <int K, bool GRID>
 __global__ void __launch_bounds__(BLOCK, 4)
     observe_kernel(SceneryArrays s, const float* angles, const float* positions, const bool* mask, int n_agents,
                    int R, Divisor per_column, int columns, Divisor per_view, Divisor per_env, Divisor per_batch,
@@ -170,11 +214,12 @@ __global__ void __launch_bounds__(BLOCK, 4)
   const int k = K ? K : (int)per_column.d;
   const WarpRays rays =
       warp_rays(s, angles, positions, mask, n_agents, R, columns * k, per_view, per_env, per_batch, w, lane);
-  const RayHit hit = rays.wanted ? cast(rays, n_agents, R, half_width, radius, lane) : no_hit();
+  const RayHit hit = rays.wanted ? cast<GRID>(rays, n_agents, R, half_width, radius, lane) : no_hit();
   // a view not wanted is left empty (whole warps: no lane takes the shuffles below)
   const bool mine_counts = rays.r < rays.last;
-  const float live = warp_live_light(rays.view, n_agents, hit, mine_counts, lane);
-  const Pixel mine = mine_counts ? pixel_of(rays.view, n_agents, hit, live, radius, max_depth) : Pixel{};
+  const View view = shaded(s, rays);
+  const float live = warp_live_light(view, n_agents, hit, mine_counts, lane);
+  const Pixel mine = mine_counts ? pixel_of(view, n_agents, hit, live, radius, max_depth) : Pixel{};
   if (K == 1) {
     if (mine_counts) store_column(out, rays.v * R + rays.r, mine, hit);
     return;
@@ -196,18 +241,29 @@ __global__ void __launch_bounds__(BLOCK, 4)
   }
 }
 
-template <int K>
-void launch_observe(cudaStream_t stream, const ObserveCall& c, const float* angles, const float* positions,
-                    long columns, long chunks, long warps, float half_width, float radius, float max_depth) {
-  observe_kernel<K><<<blocks_for(32 * warps), BLOCK, 0, stream>>>(
+template <int K, bool GRID>
+void launch_observe_kernel(cudaStream_t stream, const ObserveCall& c, const float* angles, const float* positions,
+                           long columns, long chunks, long warps, float half_width, float radius, float max_depth) {
+  observe_kernel<K, GRID><<<blocks_for(32 * warps), BLOCK, 0, stream>>>(
       c.scenery, angles, positions, c.mask, (int)c.agents.n_agents, (int)c.R, divisor(c.subsample), (int)columns,
       divisor(chunks), divisor(c.n_viewers), divisor(c.scenery.n_envs), half_width, radius, max_depth, warps, c.out);
 }
 
+template <int K>
+void launch_observe(cudaStream_t stream, const ObserveCall& c, const float* angles, const float* positions,
+                    long columns, long chunks, long warps, float half_width, float radius, float max_depth) {
+  if (search_grid(c.scenery)) {
+    launch_observe_kernel<K, true>(stream, c, angles, positions, columns, chunks, warps, half_width, radius, max_depth);
+  } else {
+    launch_observe_kernel<K, false>(stream, c, angles, positions, columns, chunks, warps, half_width, radius, max_depth);
+  }
+}
+
 constexpr int MAX_PROGRESS_LANES = 8;
+constexpr int GRID_PROGRESS_LANES = 2;  // per agent, with a grid: faster than 1, 4 or 8 on floor plans and mazes
 constexpr int QUEUE = 64;  // queue slots per warp: up to 31 left over and a round's 32
 
-// The least wall progress of each agent of a warp (m: the lane's agent's move; walls: its env's), for many walls.
+// The least wall progress of each agent of a warp (m: the lane's agent's move; set: the walls it may touch).
 // A wall's full collision test is long, and only the few walls near a move need it (sweep_box): were each lane to
 // test its near walls as it met them, the warp would run a full test for every wall index at which any of its
 // lanes met one. So the lanes first box-test their walls and queue the near ones (wall and agent) in shared
@@ -215,14 +271,14 @@ constexpr int QUEUE = 64;  // queue slots per warp: up to 31 left over and a rou
 // min is kept in shared memory as bits: progress is never negative or NaN, so its bits order as it does. Every
 // lane of the warp must call it.
 template <int LANES>
-__device__ float queued_walls_progress(Move m, const float* walls, int n_walls, float radius) {
+__device__ float queued_walls_progress(Move m, const WallSet& set, float radius) {
   __shared__ int queued_wall[BLOCK / 32][QUEUE];
   __shared__ int queued_group[BLOCK / 32][QUEUE];
   __shared__ unsigned least[BLOCK / 32][32 / LANES];
   const int warp = threadIdx.x / 32, wl = threadIdx.x % 32, lane = wl % LANES, group = wl / LANES;
   if (lane == 0) least[warp][group] = __float_as_uint(1.f);
   const Box near = sweep_box(m.p, m.v, radius);
-  int rounds = (n_walls + LANES - 1) / LANES;  // the most of any agent in the warp, so all take the ballots
+  int rounds = (set.count + LANES - 1) / LANES;  // the most of any agent in the warp, so all take the ballots
   for (int offset = 16; offset > 0; offset /= 2) rounds = max(rounds, __shfl_xor_sync(ALL, rounds, offset));
   int count = 0;  // queued entries, the same in every lane
   auto run_queue = [&](int k) {  // the full tests of the first k entries, one per lane
@@ -232,7 +288,7 @@ __device__ float queued_walls_progress(Move m, const float* walls, int n_walls, 
     const int from = g * LANES;  // a lane of the agent the entry is for
     const Move gm = {{__shfl_sync(ALL, m.p.x, from), __shfl_sync(ALL, m.p.y, from)},
                      {__shfl_sync(ALL, m.v.x, from), __shfl_sync(ALL, m.v.y, from)}};
-    const float* gw = (const float*)__shfl_sync(ALL, (long long)walls, from);
+    const float* gw = (const float*)__shfl_sync(ALL, (long long)set.walls, from);
     if (mine) {
       const float y = wall_collision(gm.p, gm.v, load_vec(gw + 4 * w), load_vec(gw + 4 * w + 2), radius);
       atomicMin(&least[warp][g], __float_as_uint(y + 0.f));  // + 0: -0 to 0, whose bits order with the rest
@@ -240,9 +296,10 @@ __device__ float queued_walls_progress(Move m, const float* walls, int n_walls, 
     __syncwarp();
   };
   for (int round = 0; round < rounds; round++) {
-    const int w = round * LANES + lane;
+    const int i = round * LANES + lane;
+    const int w = i < set.count ? wall_at(set, i) : 0;
     bool is_near = false;
-    if (w < n_walls) is_near = may_stop(near, load_vec(walls + 4 * w), load_vec(walls + 4 * w + 2));
+    if (i < set.count) is_near = may_stop(near, load_vec(set.walls + 4 * w), load_vec(set.walls + 4 * w + 2));
     const unsigned ballot = __ballot_sync(ALL, is_near);
     if (is_near) {
       const int slot = count + __popc(ballot & ((1u << wl) - 1));
@@ -277,8 +334,7 @@ __global__ void __launch_bounds__(BLOCK) progress_kernel(SceneryArrays s, const 
   const long i = ((long)blockIdx.x * blockDim.x + threadIdx.x) / LANES;
   // no early return for agents past the last: their lanes still take part in the warp's shuffles
   Move m = {{0.f, 0.f}, {0.f, 0.f}};
-  const float* walls = nullptr;
-  int n_walls = 0;
+  WallSet walls = {nullptr, 0, nullptr, 0};
   float x = 1.f;
   if (i < n) {
     const long e = i / n_agents;
@@ -286,14 +342,13 @@ __global__ void __launch_bounds__(BLOCK) progress_kernel(SceneryArrays s, const 
     const EnvScene scene = env_scene(s, e);
     const float *p = positions + 2 * e * n_agents, *v = velocity + 2 * e * n_agents;
     m = move_of(a, p, v, fps);
-    walls = scene.walls;
-    n_walls = scene.n_walls;
+    walls = move_walls(scene, m, radius);
     x = agents_progress(m, a, n_agents, p, v, fps, radius, lane, LANES);
   }
   if constexpr (!QUEUED) {
-    x = fminf(x, walls_progress(m, walls, n_walls, radius, lane, LANES));
+    x = fminf(x, walls_progress(m, walls, radius, lane, LANES));
   } else {
-    x = fminf(x, queued_walls_progress<LANES>(m, walls, n_walls, radius));
+    x = fminf(x, queued_walls_progress<LANES>(m, walls, radius));
   }
   for (int offset = LANES / 2; offset > 0; offset /= 2) x = fminf(x, __shfl_xor_sync(ALL, x, offset));
   if ((i < n) & (lane == 0)) progress[i] = x;
@@ -335,19 +390,22 @@ __global__ void bake_kernel(SceneryArrays s, const float* points, long n, float*
 }
 
 ffi::Error Render(cudaStream_t stream, F32 angles, F32 positions, Bool mask, I32 env_geometry, F32 walls,
-                  I32 wall_offsets, F32 lights, I32 light_offsets, F32 texels, F32 baked, I32 texel_offsets, I32Out indices,
+                  I32 wall_offsets, F32 lights, I32 light_offsets, F32 texels, F32 baked, I32 texel_offsets,
+                  F32 grid_frames, I32 grid_shapes, I32 cell_offsets, I32 cell_walls, I32Out indices,
                   F32Out locations, F32Out dots, F32Out distances, F32Out screen, float half_width, float radius) {
   RenderCall c;
   JS_RETURN_IF_ERROR(decode_render(angles, positions, mask, env_geometry, walls, wall_offsets, lights,
-                                   light_offsets, texels, baked, texel_offsets, indices, locations, dots, distances,
-                                   screen, &c));
+                                   light_offsets, texels, baked, texel_offsets,
+                                   {grid_frames, grid_shapes, cell_offsets, cell_walls}, indices, locations, dots,
+                                   distances, screen, &c));
   const long chunks = (c.R + 31) / 32, warps = c.views() * chunks;
   if (warps == 0) return ffi::Error::Success();
   if (warps >= MAX_DIVIDEND) {
     return ffi::Error::InvalidArgument("render: " + std::to_string(c.views()) + " views of " + std::to_string(c.R) +
                                        " rays is more than one call can take; split the batch");
   }
-  render_kernel<<<blocks_for(32 * warps), BLOCK, 0, stream>>>(
+  auto* kernel = search_grid(c.scenery) ? render_kernel<true> : render_kernel<false>;
+  kernel<<<blocks_for(32 * warps), BLOCK, 0, stream>>>(
       c.scenery, angles.typed_data(), positions.typed_data(), c.mask, (int)c.agents.n_agents, (int)c.R,
       divisor(chunks), divisor(c.n_viewers), divisor(c.scenery.n_envs), half_width, radius, warps, c.out);
   return launch_status();
@@ -355,12 +413,14 @@ ffi::Error Render(cudaStream_t stream, F32 angles, F32 positions, Bool mask, I32
 
 ffi::Error Observe(cudaStream_t stream, F32 angles, F32 positions, Bool mask, I32 env_geometry, F32 walls,
                    I32 wall_offsets, F32 lights, I32 light_offsets, F32 texels, F32 baked, I32 texel_offsets,
-                   F32Out rgb, F32Out depth, I32Out indices, F32Out locations, float half_width, float radius,
-                   int32_t res, int32_t subsample, float max_depth) {
+                   F32 grid_frames, I32 grid_shapes, I32 cell_offsets, I32 cell_walls, F32Out rgb, F32Out depth,
+                   I32Out indices, F32Out locations, float half_width, float radius, int32_t res, int32_t subsample,
+                   float max_depth) {
   ObserveCall c;
   JS_RETURN_IF_ERROR(decode_observe(angles, positions, mask, env_geometry, walls, wall_offsets, lights,
-                                    light_offsets, texels, baked, texel_offsets, rgb, depth, indices, locations, res,
-                                    subsample, max_depth, &c));
+                                    light_offsets, texels, baked, texel_offsets,
+                                    {grid_frames, grid_shapes, cell_offsets, cell_walls}, rgb, depth, indices,
+                                    locations, res, subsample, max_depth, &c));
   const long k = c.subsample, columns = 32 / k, chunk = columns * k;  // whole columns per warp
   const long chunks = (c.R + chunk - 1) / chunk, warps = c.views() * chunks;
   if (warps == 0) return ffi::Error::Success();
@@ -380,15 +440,22 @@ ffi::Error Observe(cudaStream_t stream, F32 angles, F32 positions, Bool mask, I3
 }
 
 ffi::Error Physics(cudaStream_t stream, F32 angles, F32 positions, F32 velocity, F32 angvelocity, I32 env_geometry,
-                   F32 walls, I32 wall_offsets, F32Out angles_out, F32Out positions_out, F32Out velocity_out,
-                   F32Out angvelocity_out, F32Out progress, float fps, float radius) {
+                   F32 walls, I32 wall_offsets, F32 grid_frames, I32 grid_shapes, I32 cell_offsets, I32 cell_walls,
+                   F32Out angles_out, F32Out positions_out, F32Out velocity_out, F32Out angvelocity_out,
+                   F32Out progress, float fps, float radius) {
   PhysicsCall c;
   JS_RETURN_IF_ERROR(decode_physics(angles, positions, velocity, angvelocity, env_geometry, walls, wall_offsets,
-                                    angles_out, positions_out, velocity_out, angvelocity_out, progress, &c));
+                                    {grid_frames, grid_shapes, cell_offsets, cell_walls}, angles_out, positions_out,
+                                    velocity_out, angvelocity_out, progress, &c));
   const long n = c.agents.batch * c.agents.n_envs * c.agents.n_agents;
   if (n == 0) return ffi::Error::Success();
   if (c.scenery.n_walls >= QUEUED_WALLS) {
-    launch_progress<MAX_PROGRESS_LANES, true>(stream, c, n, fps, radius);
+    // a grid's lists hold a few tens of walls, too few to share out over 8 lanes
+    if (c.scenery.n_reaches > 0) {
+      launch_progress<GRID_PROGRESS_LANES, true>(stream, c, n, fps, radius);
+    } else {
+      launch_progress<MAX_PROGRESS_LANES, true>(stream, c, n, fps, radius);
+    }
   } else {
     switch (progress_lanes(c.scenery.n_walls, c.agents.n_agents)) {
       case 1: launch_progress<1, false>(stream, c, n, fps, radius); break;
@@ -434,6 +501,10 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxstepRenderCuda, jaxstep::Render,
                                   .Arg<F32>()  // texels
                                   .Arg<F32>()  // baked
                                   .Arg<I32>()  // texel_offsets
+                                  .Arg<F32>()  // grid_frames
+                                  .Arg<I32>()  // grid_shapes
+                                  .Arg<I32>()  // cell_offsets
+                                  .Arg<I32>()  // cell_walls
                                   .Ret<I32>()  // indices
                                   .Ret<F32>()  // locations
                                   .Ret<F32>()  // dots
@@ -457,6 +528,10 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxstepObserveCuda, jaxstep::Observe,
                                   .Arg<F32>()  // texels
                                   .Arg<F32>()  // baked
                                   .Arg<I32>()  // texel_offsets
+                                  .Arg<F32>()  // grid_frames
+                                  .Arg<I32>()  // grid_shapes
+                                  .Arg<I32>()  // cell_offsets
+                                  .Arg<I32>()  // cell_walls
                                   .Ret<F32>()  // rgb
                                   .Ret<F32>()  // depth
                                   .Ret<I32>()  // indices
@@ -478,6 +553,10 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxstepPhysicsCuda, jaxstep::Physics,
                                   .Arg<I32>()  // env_geometry
                                   .Arg<F32>()  // walls
                                   .Arg<I32>()  // wall_offsets
+                                  .Arg<F32>()  // grid_frames
+                                  .Arg<I32>()  // grid_shapes
+                                  .Arg<I32>()  // cell_offsets
+                                  .Arg<I32>()  // cell_walls
                                   .Ret<F32>()  // angles
                                   .Ret<F32>()  // positions
                                   .Ret<F32>()  // velocity
