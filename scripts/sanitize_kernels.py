@@ -36,7 +36,13 @@ columns = [
     core.observe(s, moved, res=64, subsample=4, mask=mask),
     core.observe(s, moved, res=33, subsample=3, n_viewers=2, outputs=("rgb", "indices")),
 ]
-jax.block_until_ready((moved, progress, view, masked, columns))
+# geometries of many walls, whose views search through the grid's passes
+mazes = geometry.mazes(2, size=(24, 24))
+maze_scenery = scene.scenery([mazes[i % 2] for i in range(5)], n_agents=3)
+maze_agents = core.agents(5, 3, positions=jnp.asarray(rng.uniform(0.5, 37, (5, 3, 2)), jnp.float32))
+maze_agents = dataclasses.replace(maze_agents, velocity=jnp.asarray(rng.normal(size=(5, 3, 2)) * 5, jnp.float32))
+in_mazes = [core.physics(maze_scenery, maze_agents), core.observe(maze_scenery, maze_agents, res=64, subsample=4)]
+jax.block_until_ready((moved, progress, view, masked, columns, in_mazes))
 platform = view.screen.devices().pop().platform
 print("ok", platform, float(progress.mean()), float(view.screen.mean()))
 sys.exit(0 if platform == "gpu" else f"ran on {platform}, not on a GPU")

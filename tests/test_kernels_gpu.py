@@ -87,6 +87,29 @@ def test_physics_among_dense_walls_cuda_matches_cpu(n_agents):
     assert 0.2 < (gpu[1] < 1).mean() < 1, "the walls should stop many agents, not all"
 
 
+def test_grid_search_and_physics_cuda_match_cpu():
+    # mazes of about 300 walls: views search through the grid's passes, physics reads the cells' lists (2 lanes an
+    # agent); the CPU gives the same results with the grid or without it (test_grid.py)
+    from jaxstep import geometry
+
+    mazes = geometry.mazes(3, seed=2, size=(24, 24))
+    s = scene.scenery([mazes[i % 3] for i in range(300)], n_agents=3)
+    agents = random_agents(np.random.default_rng(7), 300, 3, lo=0.5, hi=37.0)
+    agents = dataclasses.replace(agents, velocity=agents.velocity * 3)
+    no_grid = dataclasses.replace(s, **scene._no_grid(s.n_geometries))
+    (s_gpu, a_gpu, n_gpu), (s_cpu, a_cpu, _) = both((s, agents, no_grid))
+    gpu, cpu = jax.device_get(core.physics(s_gpu, a_gpu)), jax.device_get(core.physics(s_cpu, a_cpu))
+    assert_physics_close(gpu, cpu)
+    assert 0.05 < (gpu[1] < 1).mean() < 1, "some walls should stop some agents"
+    for view in (lambda s, a: core.render(s, a, res=96, fov=70.0),
+                 lambda s, a: core.observe(s, a, res=128, fov=70.0, subsample=4)):  # fmt: skip
+        gpu = jax.device_get(view(s_gpu, a_gpu))
+        check = assert_renders_close if isinstance(gpu, core.Render) else assert_observations_close
+        check(gpu, jax.device_get(view(s_cpu, a_cpu)))
+        for a, b in zip(gpu, jax.device_get(view(n_gpu, a_gpu)), strict=True):  # the same GPU rays, all walls
+            np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("res, n_viewers", [(100, 3), (33, 1), (32, 5), (7, 2)])
 def test_render_views_chunks_and_batches_cuda_match_cpu(res, n_viewers):
     # every way a warp's index splits into batch element, env, viewer and chunk of 32 rays, the last chunk partial

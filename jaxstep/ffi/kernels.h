@@ -715,8 +715,9 @@ JS_FN Grid geometry_grid(const SceneryArrays& s, long b, int g) {
   if (!s.grid_frames) return grid;
   const long G = s.n_geometries, L = s.n_reaches;
   const int* shape = s.grid_shapes + 3 * (b * G + g);
-  const long nx = shape[0], ny = shape[1], first = shape[2];
-  if ((nx < 1) | (ny < 1) | (first < 0) | ((first + nx * ny) * L >= s.n_cell_offsets)) return grid;
+  const long nx = shape[0], ny = shape[1], first = shape[2], cells = s.n_cell_offsets;
+  // the last offset it may read, (first + nx * ny) * L, within the buffer; checked without overflow
+  if ((nx < 1) | (ny < 1) | (first < 0) | (nx > cells) | (ny > cells) || first + nx * ny > (cells - 1) / L) return grid;
   return {s.grid_frames + (3 + L) * (b * G + g), (int)nx, (int)ny, (int)L,
           s.cell_offsets + b * s.n_cell_offsets + first * L, s.cell_walls + b * s.n_cell_walls, (int)s.n_cell_walls};
 }
