@@ -5,6 +5,7 @@ Each *distinct* geometry is packed once, so 32768 envs over 64 floor plans hold 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 
 import jax
@@ -16,7 +17,7 @@ from jaxstep import grid
 from jaxstep.ffi import calls, reference
 from jaxstep.ffi.types import MODEL_LINES, Scenery
 
-__all__ = ["Scenery", "scenery", "display", "TEXTURE_RES", "COLORS"]
+__all__ = ["Scenery", "scenery", "without_grid", "display", "TEXTURE_RES", "COLORS"]
 
 TEXTURE_RES = 0.05  # metres of line per texel
 # Ten bland wall colours, cycled over each geometry's walls
@@ -122,7 +123,8 @@ def scenery(
 
     Each distinct geometry gets wall colours cycled from `COLORS`, a random stripe pattern on its walls, and a
     random intensity in U(0.5, 2) for each light, all drawn from `seed`; its wall texels' light is then baked
-    by the bake kernel (`backend` "ffi" or "reference").
+    by the bake kernel (`backend` "ffi" or "reference"), and a uniform grid of the walls near each cell is built
+    (`jaxstep.grid`), which lets the compiled kernels read only the walls near a move or a view.
 
     Args:
         geometries: one geometry per env, each a dict with `walls` (W, 2, 2) and `lights` (L, 2) in metres.
@@ -195,6 +197,12 @@ def _bake(points, point_geometry, walls, wall_offsets, lights, light_offsets, ba
         )  # fmt: skip
         return reference.bake(stub, points, point_geometry)
     raise ValueError(f"backend: expected 'ffi' or 'reference', got {backend!r}")
+
+
+def without_grid(s: Scenery) -> Scenery:
+    """The scenery with no grid: every search reads all walls, with the same results, more slowly. For walls
+    changed after `scenery` built the grid from them (the grid would no longer match)."""
+    return dataclasses.replace(s, **_no_grid(s.n_geometries))
 
 
 def _no_grid(n_geometries: int) -> dict[str, jax.Array]:

@@ -97,10 +97,6 @@ def maze_scenery():
     return scene.scenery([mazes[i % 3] for i in range(24)], n_agents=3)
 
 
-def _without_grid(s: scene.Scenery) -> scene.Scenery:
-    return dataclasses.replace(s, **scene._no_grid(s.n_geometries))
-
-
 def _garbled(s: scene.Scenery) -> scene.Scenery:
     """The grid's lists all naming wall 0: a search that uses them must go wrong."""
     return dataclasses.replace(s, cell_walls=jnp.zeros_like(s.cell_walls))
@@ -117,7 +113,7 @@ def test_views_through_the_grid_equal_views_of_all_walls(maze_scenery):
         lambda s: core.render(s, agents, res=96, fov=70.0),
         lambda s: core.observe(s, agents, res=96, fov=70.0, subsample=4),
     ):
-        with_grid, without = view(maze_scenery), view(_without_grid(maze_scenery))
+        with_grid, without = view(maze_scenery), view(scene.without_grid(maze_scenery))
         for a, b in zip(with_grid, without, strict=True):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
         assert not np.array_equal(np.asarray(view(_garbled(maze_scenery))[0]), np.asarray(with_grid[0])), (
@@ -128,7 +124,7 @@ def test_views_through_the_grid_equal_views_of_all_walls(maze_scenery):
 def test_physics_through_the_grid_equals_physics_of_all_walls(maze_scenery):
     agents = _maze_agents(maze_scenery, 1)
     moved, progress = core.physics(maze_scenery, agents)
-    moved_all, progress_all = core.physics(_without_grid(maze_scenery), agents)
+    moved_all, progress_all = core.physics(scene.without_grid(maze_scenery), agents)
     for a, b in zip(jax.tree.leaves((moved, progress)), jax.tree.leaves((moved_all, progress_all)), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert 0.05 < (np.asarray(progress) < 1).mean() < 1, "some walls should stop some agents"

@@ -96,7 +96,7 @@ def test_grid_search_and_physics_cuda_match_cpu():
     s = scene.scenery([mazes[i % 3] for i in range(300)], n_agents=3)
     agents = random_agents(np.random.default_rng(7), 300, 3, lo=0.5, hi=37.0)
     agents = dataclasses.replace(agents, velocity=agents.velocity * 3)
-    no_grid = dataclasses.replace(s, **scene._no_grid(s.n_geometries))
+    no_grid = scene.without_grid(s)
     (s_gpu, a_gpu, n_gpu), (s_cpu, a_cpu, _) = both((s, agents, no_grid))
     gpu, cpu = jax.device_get(core.physics(s_gpu, a_gpu)), jax.device_get(core.physics(s_cpu, a_cpu))
     assert_physics_close(gpu, cpu)
