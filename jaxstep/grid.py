@@ -33,7 +33,8 @@ class Grids(NamedTuple):
     """The packed grids of G geometries over L = len(REACHES) reaches, as numpy arrays.
 
     Attributes:
-    frames: (G, 3 + L) float32: the grid's lower-left corner x, y and cell side (metres), then its reaches.
+    frames: (G, 3 + L) float32: the grid's lower-left corner x, y (metres), cells per metre (1 / the cell side),
+        then its reaches (metres).
     shapes: (G, 3) int32: cells across (nx), cells up (ny), index of its first cell among all geometries' cells.
     cell_offsets: (C * L + 1,) int32, for C cells in all: the list of cell c for reach l (cell c's row y, column x:
         c = first + y * nx + x) is cell_walls[cell_offsets[c * L + l] : cell_offsets[c * L + l + 1]].
@@ -63,7 +64,7 @@ def _segments_meet_boxes(walls: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> n
 
 
 def _one(walls: np.ndarray, reaches: Sequence[float]) -> tuple[np.ndarray, tuple[int, int], np.ndarray]:
-    """(corner x, y and cell side; (nx, ny); (nx * ny, L, W) whether each wall is on each cell's list for each
+    """(corner x, y and cells per metre; (nx, ny); (nx * ny, L, W) whether each wall is on each cell's list for each
     reach) for one geometry's walls (W, 2, 2)."""
     if len(walls) == 0:
         return np.zeros(3), (0, 0), np.zeros((0, len(reaches), 0), bool)
@@ -76,7 +77,7 @@ def _one(walls: np.ndarray, reaches: Sequence[float]) -> tuple[np.ndarray, tuple
     tiny = np.sqrt(((walls[:, 1] - walls[:, 0]) ** 2).sum(-1)) < TINY
     margin = MARGIN + 1e-5 * np.abs(points).max()  # float32 coordinates far from the origin round coarser
     near = [_segments_meet_boxes(walls, cell_lo - (r + margin), cell_lo + cell + (r + margin)) | tiny for r in reaches]
-    return np.array([lo[0], lo[1], cell]), (int(nx), int(ny)), np.stack(near, 1)
+    return np.array([lo[0], lo[1], 1 / cell]), (int(nx), int(ny)), np.stack(near, 1)
 
 
 def build(geometry_walls: Sequence[np.ndarray], reaches: Sequence[float] = REACHES) -> Grids:

@@ -25,7 +25,7 @@ def _segment_distance(p: np.ndarray, walls: np.ndarray) -> np.ndarray:
 
 def _cell_of(frame: np.ndarray, shape: np.ndarray, p: np.ndarray) -> int:
     """The cell the kernels look up for p, in float32 as they do (-1 off the grid)."""
-    x, y = (np.float32(p) - frame[:2]) / frame[2]
+    x, y = (np.float32(p) - frame[:2]) * frame[2]
     if not (0 <= x < shape[0] and 0 <= y < shape[1]):
         return -1
     return int(y) * int(shape[0]) + int(x)
@@ -74,7 +74,7 @@ def test_a_wide_geometry_gets_bigger_cells_not_more_of_them():
     walls = np.array([[[-500.0, 0.0], [500.0, 1.0]], [[0.0, -500.0], [3.0, 500.0]]])
     g = grid.build([walls])
     assert g.shapes[0, 0] <= grid.MAX_CELLS_ACROSS and g.shapes[0, 1] <= grid.MAX_CELLS_ACROSS
-    assert g.frames[0, 2] == pytest.approx(1000 / grid.MAX_CELLS_ACROSS)
+    assert 1 / g.frames[0, 2] == pytest.approx(1000 / grid.MAX_CELLS_ACROSS)
 
 
 def test_packing_of_several_geometries():

@@ -35,6 +35,17 @@ JS_FN float dot(Vec a, Vec b) { return a.x * b.x + a.y * b.y; }
 JS_FN float cross(Vec a, Vec b) { return a.x * b.y - a.y * b.x; }
 JS_FN float length(Vec a) { return sqrtf(dot(a, a)); }
 JS_FN Vec load_vec(const float* p) { return {p[0], p[1]}; }
+
+// A load through the GPU's read-only data cache (plain on the CPU): unlike a plain load it may be moved past stores
+// to shared memory, so that a loop's loads can be issued ahead of its work.
+template <typename T>
+JS_FN T read_only(const T* p) {
+#ifdef __CUDA_ARCH__
+  return __ldg(p);
+#else
+  return *p;
+#endif
+}
 JS_FN Vec lerp(Vec a, Vec b, float t) { return a * (1.f - t) + b * t; }
 
 // Rotation by an angle in degrees, as (cos, sin).
@@ -184,7 +195,7 @@ JS_FN float light_intensity(Vec C, const float* lights, int n_lights, const floa
 // A geometry's uniform grid (jaxstep/grid.py): for each square cell and each reach, the walls that come within the
 // reach of some point of the cell, ascending. Cell c (row y, column x) is c = y * nx + x.
 struct Grid {
-  const float* frame;  // lower-left corner x, y, cell side, then the n_reaches reaches (metres); null: no grid
+  const float* frame;  // lower-left corner x, y (metres), cells per metre, the n_reaches reaches (metres); null: none
   int nx, ny, n_reaches;
   const int* lists;    // list (c, l) is walls[lists[c * n_reaches + l] .. lists[c * n_reaches + l + 1]]
   const int* walls;    // n_listed wall indices within the geometry
@@ -217,12 +228,27 @@ JS_FN WallSet all_walls(const EnvScene& scene) { return {scene.walls, scene.n_wa
 
 // Entry i of the set, as an index among the geometry's walls. A listed index out of range is clamped: a corrupt
 // grid reads the wrong walls, never outside them.
-JS_FN int wall_at(const WallSet& set, int i) { return set.listed ? clamp_index(set.listed[i], 0, set.n_walls - 1) : i; }
+JS_FN int wall_at(const WallSet& set, int i) {
+  return set.listed ? clamp_index(read_only(set.listed + i), 0, set.n_walls - 1) : i;
+}
+
+// The ends of wall w of a set (a whole geometry's walls are 16-byte aligned: XLA aligns buffers, and each wall is
+// 4 floats).
+JS_FN void wall_ends(const WallSet& set, int w, Vec* a, Vec* b) {
+#ifdef __CUDA_ARCH__
+  const float4 e = __ldg(reinterpret_cast<const float4*>(set.walls) + w);
+  *a = {e.x, e.y};
+  *b = {e.z, e.w};
+#else
+  *a = load_vec(set.walls + 4 * w);
+  *b = load_vec(set.walls + 4 * w + 2);
+#endif
+}
 
 // The cell of the grid that holds p, or -1 off the grid (NaN included).
 JS_FN int grid_cell(const Grid& g, Vec p) {
   if (!g.frame) return -1;
-  const float x = (p.x - g.frame[0]) / g.frame[2], y = (p.y - g.frame[1]) / g.frame[2];
+  const float x = (p.x - g.frame[0]) * g.frame[2], y = (p.y - g.frame[1]) * g.frame[2];
   if (!((x >= 0.f) & (x < (float)g.nx) & (y >= 0.f) & (y < (float)g.ny))) return -1;
   return (int)y * g.nx + (int)x;
 }
@@ -354,8 +380,8 @@ JS_FN float walls_progress(Move m, const WallSet& set, float radius, int first =
   const Box near = sweep_box(m.p, m.v, radius);
   float x = 1.f;
   for (int i = first; i < set.count; i += stride) {
-    const float* w = set.walls + 4 * wall_at(set, i);
-    const Vec wa = load_vec(w), wb = load_vec(w + 2);
+    Vec wa, wb;
+    wall_ends(set, wall_at(set, i), &wa, &wb);
     if (may_stop(near, wa, wb)) x = fminf(x, wall_collision(m.p, m.v, wa, wb, radius));
   }
   return x;
@@ -598,7 +624,7 @@ struct Pass {
 
 // Pass `level` of a search from grid cell c (-1: off the grid, where the only pass is the last).
 JS_FN Pass search_pass(const EnvScene& scene, int c, int level) {
-  if ((c < 0) | (level >= scene.grid.n_reaches)) return {all_walls(scene), INFINITY};
+  if ((c < 0) || (level >= scene.grid.n_reaches)) return {all_walls(scene), INFINITY};  // || : no grid read off it
   return {cell_walls(scene, c, level), grid_reach(scene.grid, level)};
 }
 
@@ -702,7 +728,7 @@ struct SceneryArrays {
   const int* texel_offsets;   // (B, MODEL_LINES + W + 1) texels of the model lines, then of each wall
   long n_envs, n_geometries, n_walls, n_lights, n_texels;
   // Every geometry's grid (see Grid); null grid_frames: none.
-  const float* grid_frames;   // (B, G, 3 + n_reaches) corner x, y, cell side, reaches
+  const float* grid_frames;   // (B, G, 3 + n_reaches) corner x, y, cells per metre, reaches
   const int* grid_shapes;     // (B, G, 3) nx, ny, first cell
   const int* cell_offsets;    // (B, n_cell_offsets) = (B, n_cells * n_reaches + 1)
   const int* cell_walls;      // (B, n_cell_walls)

@@ -114,10 +114,9 @@ __device__ __forceinline__ RayHit cast(const WarpRays& w, int n_agents, int R, f
     RayHit best = models;
     float best_s = models_s;
     const auto wall_of = [&](int i, Vec* a, Vec* b) {
-      const float* wall = pass.walls.walls + 4 * wall_at(pass.walls, i);
-      *a = load_vec(wall);
-      *b = load_vec(wall + 2);
-      return first_wall + wall_at(pass.walls, i);
+      const int wall = wall_at(pass.walls, i);
+      wall_ends(pass.walls, wall, a, b);
+      return first_wall + wall;
     };
     consider_lines(pass.walls.count, wall_of, wedge, reach_box(w.eye.p, pass.reach), ray, lane, &best, &best_s);
     // the pass is the same for the whole warp, so either every lane takes the vote or none does
@@ -295,11 +294,16 @@ __device__ float queued_walls_progress(Move m, const WallSet& set, float radius)
     }
     __syncwarp();
   };
+#pragma unroll 2  // two rounds' loads in flight together: the loop waits on them, not on its arithmetic
   for (int round = 0; round < rounds; round++) {
     const int i = round * LANES + lane;
     const int w = i < set.count ? wall_at(set, i) : 0;
     bool is_near = false;
-    if (i < set.count) is_near = may_stop(near, load_vec(set.walls + 4 * w), load_vec(set.walls + 4 * w + 2));
+    if (i < set.count) {
+      Vec a, b;
+      wall_ends(set, w, &a, &b);
+      is_near = may_stop(near, a, b);
+    }
     const unsigned ballot = __ballot_sync(ALL, is_near);
     if (is_near) {
       const int slot = count + __popc(ballot & ((1u << wl) - 1));
