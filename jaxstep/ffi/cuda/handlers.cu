@@ -91,7 +91,7 @@ __device__ __forceinline__ void consider_lines(int n, LineOf line_of, const Wedg
 }
 
 // The nearest hit of the lane's ray. The agents' model lines come first in line order, so they are considered
-// once; then the walls go in passes (see Pass), each starting from the model lines' result, until every ray of the
+// once (and not at all when no model may show in the wedge); then the walls go in passes (see Pass), each starting from the model lines' result, until every ray of the
 // warp has its final hit. Every lane of the warp must call it.
 template <bool GRID>
 __device__ __forceinline__ RayHit cast(const WarpRays& w, int n_agents, int R, float half_width, float radius,
@@ -107,7 +107,15 @@ __device__ __forceinline__ RayHit cast(const WarpRays& w, int n_agents, int R, f
     scene_line(view.scene, view.angles, view.positions, n_agents, i, a, b);
     return i;
   };
-  consider_lines(first_wall, model_line_of, wedge, reach_box(w.eye.p, INFINITY), ray, lane, &models, &models_s);
+  // other agents' models are seldom in a warp's narrow wedge: when none may be, their lines are skipped
+  const Vec forward = rotate(w.eye.facing, Vec{1.f, 0.f});
+  bool models_show = false;
+  for (int base = 0; base < n_agents; base += 32) {
+    models_show |= __any_sync(ALL, (base + lane < n_agents) && may_show(view, wedge, forward, base + lane, radius));
+  }
+  if (models_show) {
+    consider_lines(first_wall, model_line_of, wedge, reach_box(w.eye.p, INFINITY), ray, lane, &models, &models_s);
+  }
   const int cell = GRID ? grid_cell(view.scene.grid, w.eye.p) : -1;
   for (int level = 0;; level++) {
     const Pass pass = search_pass(view.scene, cell, level);
@@ -251,11 +259,8 @@ void launch_observe_kernel(cudaStream_t stream, const ObserveCall& c, const floa
 template <int K>
 void launch_observe(cudaStream_t stream, const ObserveCall& c, const float* angles, const float* positions,
                     long columns, long chunks, long warps, float half_width, float radius, float max_depth) {
-  if (search_grid(c.scenery)) {
-    launch_observe_kernel<K, true>(stream, c, angles, positions, columns, chunks, warps, half_width, radius, max_depth);
-  } else {
-    launch_observe_kernel<K, false>(stream, c, angles, positions, columns, chunks, warps, half_width, radius, max_depth);
-  }
+  auto* launch = search_grid(c.scenery) ? launch_observe_kernel<K, true> : launch_observe_kernel<K, false>;
+  launch(stream, c, angles, positions, columns, chunks, warps, half_width, radius, max_depth);
 }
 
 constexpr int MAX_PROGRESS_LANES = 8;
@@ -329,11 +334,14 @@ __device__ float queued_walls_progress(Move m, const WallSet& set, float radius)
 // agent's walls and other agents, then take the min. A template parameter, so that the divisions by it are shifts.
 // QUEUED: the walls go through queued_walls_progress; without it (geometries of a few walls, such as Minimal's
 // box, where a queue would cost more than it saves), each lane tests its own walls directly. Progress is written
-// to its own buffer, so the inputs are all read before `advance_kernel` (next on the stream) overwrites them.
+// to its own buffer, so the inputs are all read before `advance_kernel` (next on the stream) overwrites them. With
+// one agent an env there is nothing to settle, and the agent's first lane moves it here (`out`), in place of
+// advance_kernel: no other thread reads its pose.
 template <int LANES, bool QUEUED>
-__global__ void __launch_bounds__(BLOCK) progress_kernel(SceneryArrays s, const float* positions,
-                                                         const float* velocity, int n_agents, long n, float fps,
-                                                         float radius, float* progress) {
+__global__ void __launch_bounds__(BLOCK) progress_kernel(SceneryArrays s, const float* angles, const float* positions,
+                                                         const float* velocity, const float* angvelocity,
+                                                         int n_agents, long n, float fps, float radius,
+                                                         float* progress, AgentArrays out) {
   const int lane = threadIdx.x % LANES;
   const long i = ((long)blockIdx.x * blockDim.x + threadIdx.x) / LANES;
   // no early return for agents past the last: their lanes still take part in the warp's shuffles
@@ -355,7 +363,10 @@ __global__ void __launch_bounds__(BLOCK) progress_kernel(SceneryArrays s, const 
     x = fminf(x, queued_walls_progress<LANES>(m, walls, radius));
   }
   for (int offset = LANES / 2; offset > 0; offset /= 2) x = fminf(x, __shfl_xor_sync(ALL, x, offset));
-  if ((i < n) & (lane == 0)) progress[i] = x;
+  if ((i < n) & (lane == 0)) {
+    progress[i] = x;
+    if (n_agents == 1) store_pose(out, i, advance(load_pose(angles, positions, velocity, angvelocity, i), x, fps));
+  }
 }
 
 // Threads per agent in `progress_kernel` for geometries of few walls: enough for one wall or other agent each (the
@@ -372,7 +383,8 @@ constexpr long QUEUED_WALLS = 32;  // packed walls from which the near ones are 
 template <int LANES, bool QUEUED>
 void launch_progress(cudaStream_t stream, const PhysicsCall& c, long n, float fps, float radius) {
   progress_kernel<LANES, QUEUED><<<blocks_for(LANES * n), BLOCK, 0, stream>>>(
-      c.scenery, c.positions, c.velocity, (int)c.agents.n_agents, n, fps, radius, c.progress);
+      c.scenery, c.angles, c.positions, c.velocity, c.angvelocity, (int)c.agents.n_agents, n, fps, radius,
+      c.progress, c.out);
 }
 
 // A thread per env: settles its agents' progress, then moves them.
@@ -469,9 +481,11 @@ ffi::Error Physics(cudaStream_t stream, F32 angles, F32 positions, F32 velocity,
     }
   }
   const long envs = c.agents.batch * c.agents.n_envs;
-  advance_kernel<<<blocks_for(envs), BLOCK, 0, stream>>>(c.angles, c.positions, c.velocity, c.angvelocity,
-                                                         (int)c.agents.n_agents, envs, fps, radius, c.progress,
-                                                         c.out);
+  if (c.agents.n_agents > 1) {  // one agent an env was moved by progress_kernel
+    advance_kernel<<<blocks_for(envs), BLOCK, 0, stream>>>(c.angles, c.positions, c.velocity, c.angvelocity,
+                                                           (int)c.agents.n_agents, envs, fps, radius, c.progress,
+                                                           c.out);
+  }
   return launch_status();
 }
 
