@@ -27,15 +27,13 @@ void cast_view(const View& view, bool grid, int A, int R, float half_width, floa
   for (int first = 0; first < R; first += CHUNK) {
     const int last = std::min(first + CHUNK, R);
     const Wedge wedge = ray_wedge(eye, first, last, R, half_width);
-    const Vec forward = rotate(eye.facing, Vec{1.f, 0.f});
     for (int level = 0;; level++) {
       const Pass pass = search_pass(view.scene, cell, level);
       const Box near = reach_box(eye.p, pass.reach);
       index.clear();
       ends.clear();
       for (int i = 0; i < pass_lines(pass, A); i++) {
-        // a model that cannot show in the wedge (the viewer's own, hidden, included): none of its lines
-        if ((i < A * MODEL_LINES) && !may_show(view, wedge, forward, i / MODEL_LINES, radius)) continue;
+        if (hidden_own_line(view, i, radius)) continue;
         const int line = pass_line(pass, A, i);
         Vec a, b;
         scene_line(view.scene, view.angles, view.positions, A, line, &a, &b);

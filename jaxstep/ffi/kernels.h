@@ -841,17 +841,6 @@ JS_FN bool hidden_own_line(const View& view, int i, float radius) {
   return (i / MODEL_LINES == view.agent) & (radius > 1.001f * MODEL_REACH);  // a margin over rounding
 }
 
-// False only if no ray inside the wedge can meet agent o's model (or it is the viewer's own, hidden): the disc of
-// MODEL_REACH around the agent lies wholly right of the wedge's right edge, left of its left edge, or behind the
-// viewer (every ray heads `forward`, the viewer's facing, as the wedge is narrower than 180 degrees). NaN never
-// culls.
-JS_FN bool may_show(const View& view, const Wedge& w, Vec forward, int o, float radius) {
-  if (hidden_own_line(view, o * MODEL_LINES, radius)) return false;
-  const float r = 1.01f * MODEL_REACH + 1.e-4f;  // margins over rounding
-  const Vec q = load_vec(view.positions + 2 * o) - w.p;
-  return !(cross(w.lo, q) < -r * length(w.lo)) & !(cross(w.hi, q) > r * length(w.hi)) & !(dot(forward, q) < -r);
-}
-
 // Writes ray `item` = v * R + r of the outputs, shading its hit (`live`: its light if on a model).
 JS_FN void store_ray(const View& view, int n_agents, RayHit hit, float live, long item, RenderOutputs out) {
   out.indices[item] = hit.index;

@@ -34,9 +34,10 @@ Divisor divisor(long d) {
 
 constexpr long MAX_DIVIDEND = 1l << 31;
 
-// A warp's share of the rays: `chunk` (at most 32) consecutive rays of one view, lane l taking ray first + l. Its
-// view's scene holds the walls and grid only, for the search; `shaded` adds the lights and texels afterwards, so
-// that their pointers take no registers during the search.
+// A warp's share of the rays: `chunk` (at most 32) consecutive rays of one view, lane l taking ray first + l. When
+// the search goes through the grid (GRID), the view's scene holds the walls and grid only, and `shaded` adds the
+// lights and texels afterwards, so that their pointers take no registers during the search; otherwise it is whole
+// from the start, its loads issued with the others.
 struct WarpRays {
   long v;               // the view
   int first, last, r;   // the warp's rays are first .. last-1; the lane's is r (past last: it only helps)
@@ -48,6 +49,7 @@ struct WarpRays {
 };
 
 // per_view: chunks of rays; per_env: views; per_batch: envs.
+template <bool GRID>
 __device__ __forceinline__ WarpRays warp_rays(const SceneryArrays& s, const float* angles, const float* positions,
                                               const bool* mask, int n_agents, int R, int chunk, Divisor per_view,
                                               Divisor per_env, Divisor per_batch, long w, int lane) {
@@ -60,12 +62,15 @@ __device__ __forceinline__ WarpRays warp_rays(const SceneryArrays& s, const floa
   const float angle = angles[i];
   const Vec p = load_vec(positions + 2 * i);
   const int g = s.env_geometry[e];
-  const View view = {geometry_walls(s, b, g), angles + i - agent, positions + 2 * (i - agent), agent};
+  const EnvScene scene = GRID ? geometry_walls(s, b, g) : geometry_scene(s, b, g);
+  const View view = {scene, angles + i - agent, positions + 2 * (i - agent), agent};
   return {(long)v, first, min(first + chunk, R), first + lane, wanted, b, g, view, {p, rotation(angle)}};
 }
 
 // The warp's view with its lights and texels, for shading.
+template <bool GRID>
 __device__ __forceinline__ View shaded(const SceneryArrays& s, const WarpRays& w) {
+  if (!GRID) return w.view;
   return {with_shading(s, w.b, w.g, w.view.scene), w.view.angles, w.view.positions, w.view.agent};
 }
 
@@ -91,7 +96,7 @@ __device__ __forceinline__ void consider_lines(int n, LineOf line_of, const Wedg
 }
 
 // The nearest hit of the lane's ray. The agents' model lines come first in line order, so they are considered
-// once (and not at all when no model may show in the wedge); then the walls go in passes (see Pass), each starting from the model lines' result, until every ray of the
+// once; then the walls go in passes (see Pass), each starting from the model lines' result, until every ray of the
 // warp has its final hit. Every lane of the warp must call it.
 template <bool GRID>
 __device__ __forceinline__ RayHit cast(const WarpRays& w, int n_agents, int R, float half_width, float radius,
@@ -107,15 +112,7 @@ __device__ __forceinline__ RayHit cast(const WarpRays& w, int n_agents, int R, f
     scene_line(view.scene, view.angles, view.positions, n_agents, i, a, b);
     return i;
   };
-  // other agents' models are seldom in a warp's narrow wedge: when none may be, their lines are skipped
-  const Vec forward = rotate(w.eye.facing, Vec{1.f, 0.f});
-  bool models_show = false;
-  for (int base = 0; base < n_agents; base += 32) {
-    models_show |= __any_sync(ALL, (base + lane < n_agents) && may_show(view, wedge, forward, base + lane, radius));
-  }
-  if (models_show) {
-    consider_lines(first_wall, model_line_of, wedge, reach_box(w.eye.p, INFINITY), ray, lane, &models, &models_s);
-  }
+  consider_lines(first_wall, model_line_of, wedge, reach_box(w.eye.p, INFINITY), ray, lane, &models, &models_s);
   const int cell = GRID ? grid_cell(view.scene.grid, w.eye.p) : -1;
   for (int level = 0;; level++) {
     const Pass pass = search_pass(view.scene, cell, level);
@@ -198,10 +195,11 @@ __global__ void __launch_bounds__(BLOCK, 4)
   const long w = ((long)blockIdx.x * blockDim.x + threadIdx.x) / 32;
   const int lane = threadIdx.x % 32;
   if (w >= warps) return;  // whole warps leave together
-  const WarpRays rays = warp_rays(s, angles, positions, mask, n_agents, R, 32, per_view, per_env, per_batch, w, lane);
+  const WarpRays rays =
+      warp_rays<GRID>(s, angles, positions, mask, n_agents, R, 32, per_view, per_env, per_batch, w, lane);
   // a view not wanted is left empty
   const RayHit hit = rays.wanted ? cast<GRID>(rays, n_agents, R, half_width, radius, lane) : no_hit();
-  const View view = shaded(s, rays);
+  const View view = shaded<GRID>(s, rays);
   const float live = warp_live_light(view, n_agents, hit, rays.r < rays.last, lane);
   if (rays.r < R) store_ray(view, n_agents, hit, live, rays.v * R + rays.r, out);
 }
@@ -220,11 +218,11 @@ __global__ void __launch_bounds__(BLOCK, 4)
   if (w >= warps) return;
   const int k = K ? K : (int)per_column.d;
   const WarpRays rays =
-      warp_rays(s, angles, positions, mask, n_agents, R, columns * k, per_view, per_env, per_batch, w, lane);
+      warp_rays<GRID>(s, angles, positions, mask, n_agents, R, columns * k, per_view, per_env, per_batch, w, lane);
   const RayHit hit = rays.wanted ? cast<GRID>(rays, n_agents, R, half_width, radius, lane) : no_hit();
   // a view not wanted is left empty (whole warps: no lane takes the shuffles below)
   const bool mine_counts = rays.r < rays.last;
-  const View view = shaded(s, rays);
+  const View view = shaded<GRID>(s, rays);
   const float live = warp_live_light(view, n_agents, hit, mine_counts, lane);
   const Pixel mine = mine_counts ? pixel_of(view, n_agents, hit, live, radius, max_depth) : Pixel{};
   if (K == 1) {
