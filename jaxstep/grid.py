@@ -9,8 +9,8 @@ How the kernels use them (they stay exact: the grid only skips walls that cannot
 - physics: a move whose swept box lies within the first reach of its start reads that list only (a wall that
   cannot touch the box cannot stop the move, and the min over walls does not depend on their order);
 - render: a warp of rays first considers its viewer's list for the first reach, in index order; a ray whose hit
-  lies well within the reach is then final, since a line farther off can neither be nearer nor win a near-tie. The
-  warp tries the next reach, then every wall, only while some ray is not final.
+  lies well within the reach, and which turned no hit down as a near-tie, is then final (see `settled` in
+  kernels.h). The warp tries the next reach, then every wall, only while some ray is not final.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ CELL = 1.0  # metres: the side of a cell, unless the geometry is more than MAX_C
 MAX_CELLS_ACROSS = 64
 REACHES = (3.0, 6.0)  # metres; a ray's hit usually lies within 3 m in a floor plan, within 6 m nearly always
 MARGIN = 0.01  # metres added to each reach when listing, far above the rounding of the kernels' cell lookup
-TINY = 1e-5  # metres: walls shorter than this are listed everywhere, as the kernels never cull them
+TINY = 2e-5  # metres, in float32: walls shorter are listed everywhere (the kernels never cull those under 1e-5)
 
 
 class Grids(NamedTuple):
@@ -74,7 +74,8 @@ def _one(walls: np.ndarray, reaches: Sequence[float]) -> tuple[np.ndarray, tuple
     nx, ny = (np.maximum(np.ceil((hi - lo) / cell), 1)).astype(int)
     ys, xs = np.divmod(np.arange(nx * ny), nx)
     cell_lo = lo + np.stack([xs, ys], -1) * cell
-    tiny = np.sqrt(((walls[:, 1] - walls[:, 0]) ** 2).sum(-1)) < TINY
+    ends = walls.astype(np.float32).astype(np.float64)  # as the kernels hold them
+    tiny = np.sqrt(((ends[:, 1] - ends[:, 0]) ** 2).sum(-1)) < TINY
     margin = MARGIN + 1e-5 * np.abs(points).max()  # float32 coordinates far from the origin round coarser
     near = [_segments_meet_boxes(walls, cell_lo - (r + margin), cell_lo + cell + (r + margin)) | tiny for r in reaches]
     return np.array([lo[0], lo[1], 1 / cell]), (int(nx), int(ny)), np.stack(near, 1)

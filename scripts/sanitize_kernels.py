@@ -36,7 +36,7 @@ columns = [
     core.observe(s, moved, res=64, subsample=4, mask=mask),
     core.observe(s, moved, res=33, subsample=3, n_viewers=2, outputs=("rgb", "indices")),
 ]
-# geometries of many walls, whose views search through the grid's passes
+# geometries of many walls, whose physics reads the grid's lists
 mazes = geometry.mazes(2, size=(24, 24))
 maze_scenery = scene.scenery([mazes[i % 2] for i in range(5)], n_agents=3)
 maze_agents = core.agents(5, 3, positions=jnp.asarray(rng.uniform(0.5, 37, (5, 3, 2)), jnp.float32))

@@ -162,6 +162,11 @@ inline ffi::Error decode_grid(const GridBuffers& grid, int64_t batch, SceneryArr
   if (co.dims[0] < 1) return ffi::Error::InvalidArgument("cell_offsets: needs at least one entry");
   JS_RETURN_IF_ERROR(split("cell_walls", grid.cell_walls.dimensions(), 1, nullptr, &cw));
   JS_RETURN_IF_ERROR(same_batch("cell_walls", cw, batch));
+  if (co.dims[0] > INT32_MAX || cw.dims[0] > INT32_MAX) {  // the kernels index the lists in int
+    return ffi::Error::InvalidArgument("cell_offsets, cell_walls: at most 2^31 - 1 entries each, got shapes " +
+                                       shape_string(grid.cell_offsets.dimensions()) + " and " +
+                                       shape_string(grid.cell_walls.dimensions()));
+  }
   out->n_reaches = (long)(f.dims[1] - 3);
   if (out->n_reaches == 0) return ffi::Error::Success();
   out->grid_frames = grid.frames.typed_data();

@@ -47,10 +47,11 @@ void cast_view(const View& view, bool grid, int A, int R, float half_width, floa
         const Ray ray = make_ray(eye, r, R, half_width, radius);
         RayHit best = no_hit();
         float best_s = INFINITY;
+        bool tied = false;
         for (size_t k = 0; k < index.size(); k++) {
-          consider_line(ray.p, ray.u, ray.near, index[k], ends[2 * k], ends[2 * k + 1], &best, &best_s);
+          consider_line(ray.p, ray.u, ray.near, index[k], ends[2 * k], ends[2 * k + 1], &best, &best_s, &tied);
         }
-        settled_all &= settled(pass, best_s, ray.ulen);
+        settled_all &= settled(pass, best_s, ray.ulen, tied);
         hits[r - first] = finish_hit(best, best_s, ray.u, ray.ulen);
       }
       if (last_pass(pass) || settled_all) break;

@@ -127,9 +127,9 @@ JS_FN bool outside(const Box& box, Vec a, Vec b) {
          ((a.y < box.lo.y) & (b.y < box.lo.y)) | ((a.y > box.hi.y) & (b.y > box.hi.y));
 }
 
-// Whether a wall may stop a move whose box is `near` (see sweep_box). A wall shorter than a micrometre is never
-// culled: `project` and `wall_collision` add 1e-6 to its length, which shrinks its distances so that it can stop
-// a move from far outside the box.
+// Whether a wall may stop a move whose box is `near` (see sweep_box). A wall shorter than 10 micrometres (squared
+// length below 1e-10) is never culled: `project` and `wall_collision` add 1e-6 to its length, which shrinks its
+// distances so that it can stop a move from far outside the box.
 JS_FN bool may_stop(const Box& near, Vec a, Vec b) {
   const Vec ab = b - a;
   return !outside(near, a, b) | !(dot(ab, ab) >= 1.e-10f);
@@ -528,20 +528,23 @@ JS_FN bool surely_missed(CrossingTerms c, float near, float best_s) {
          (ns > far + 1.e-4f * fabsf(far));
 }
 
-// Keeps the nearer of the best hit so far and line `index` (a-b). `s` is in units of the ray's length.
-JS_FN void consider_line(Vec p, Vec u, float near, int index, Vec a, Vec b, RayHit* best, float* best_s) {
+// Keeps the nearer of the best hit so far and line `index` (a-b). `s` is in units of the ray's length. Where `tied`
+// is given, it is set when a hit is turned down only by the 1e-4 margin (see settled).
+JS_FN void consider_line(Vec p, Vec u, float near, int index, Vec a, Vec b, RayHit* best, float* best_s,
+                         bool* tied = nullptr) {
   const Vec v = b - a;
   const CrossingTerms c = crossing_terms(p, u, a, v);
-  if (surely_missed(c, near, *best_s)) return;  // most lines: their divisions skipped
+  if (surely_missed(c, near, *best_s)) return;  // most lines: their divisions skipped (never a tie's)
   const Crossing q = divided(c);
-  const bool hit = (0.f <= q.t) & (q.t <= 1.f);
+  const bool hit = (0.f <= q.t) & (q.t <= 1.f) & (near < q.s);
   // the 1e-4 margin stops z-fighting between lines that meet
-  const bool nearer = (near < q.s) & (q.s < *best_s - 1.e-4f);
-  if (hit & nearer) {
+  if (hit & (q.s < *best_s - 1.e-4f)) {
     *best_s = q.s;
     best->index = index;
     best->location = q.t;
     best->line = v;  // the cosine waits for the nearest line: a sqrt and a division per nearer hit saved
+  } else if (tied && hit && (q.s < *best_s)) {
+    *tied = true;
   }
 }
 
@@ -638,13 +641,15 @@ JS_FN int pass_line(const Pass& pass, int n_agents, int i) {
   return i < first_wall ? i : first_wall + wall_at(pass.walls, i - first_wall);
 }
 
-// Whether a pass's nearest hit for a ray (best_s, in units of the ray's length ulen) is final. consider_line keeps
-// the first of lines whose hits lie within 1e-4 of each other, so the result depends only on the lines whose hits
-// lie within 2e-4 of the nearest, in order; a line it left out is more than `reach` metres off, so if those all
-// lie well within the reach (1% and 2 cm: rounding in the hit of a grazing ray), it left out none of them. A ray
-// with no hit is never final.
-JS_FN bool settled(const Pass& pass, float best_s, float ulen) {
-  return (best_s + 2.e-4f) * ulen * 1.01f + .02f <= pass.reach;
+// Whether a pass's nearest hit for a ray (best_s, in units of the ray's length ulen) is final, `tied` telling
+// whether consider_line turned any hit down only by its 1e-4 margin. With no such tie, every line the pass kept
+// before its final hit F, and every line it left out (more than `reach` metres off, so, with F well within the
+// reach, at s beyond F's by more than 2e-4: 1% and 2 cm cover rounding in a grazing ray's hit), lies beyond F's
+// hit by more than 1e-4, so that the search over all lines in order also keeps F and nothing after it. (A chain
+// of ties could carry a far line's effect down to F: walls stacked 0.06 mm apart did.) A ray with no hit is never
+// final.
+JS_FN bool settled(const Pass& pass, float best_s, float ulen, bool tied) {
+  return !tied & ((best_s + 2.e-4f) * ulen * 1.01f + .02f <= pass.reach);
 }
 
 // The hit's distance and cosine, once every line has been considered. `best_s` is in units of the ray's length.
