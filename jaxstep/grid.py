@@ -49,7 +49,11 @@ class Grids(NamedTuple):
 
 def _segments_meet_boxes(walls: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """(C, W) whether each of walls (W, 2, 2) meets each of the boxes lo, hi (C, 2), by clipping the segment
-    against the box's slabs (Liang-Barsky)."""
+    against the box's slabs (Liang-Barsky); a few million (box, wall) pairs at a time, to bound the memory."""
+    step = max(1, 2**21 // max(len(walls), 1))
+    if len(lo) > step:
+        return np.concatenate([_segments_meet_boxes(walls, lo[i : i + step], hi[i : i + step])
+                               for i in range(0, len(lo), step)])  # fmt: skip
     a = walls[None, :, 0]  # (1, W, 2)
     d = walls[None, :, 1] - a
     lo, hi = lo[:, None], hi[:, None]  # (C, 1, 2)
