@@ -6,8 +6,8 @@ point p of a cell, the cell's list for reach r holds every wall within r metres 
 rounding in the kernels' cell lookup).
 
 How the kernels use them (they stay exact: the grid only skips walls that cannot change a result):
-- physics: a move whose swept box lies within the first reach of its start reads that list only (a wall that
-  cannot touch the box cannot stop the move, and the min over walls does not depend on their order);
+- physics: a move reads the list of the least reach within which its swept box lies (a wall that cannot touch
+  the box cannot stop the move, and the min over walls does not depend on their order);
 - render: a warp of rays first considers its viewer's list for the first reach, in index order; a ray whose hit
   lies well within the reach, and which turned no hit down as a near-tie, is then final (see `settled` in
   kernels.h). The warp tries the next reach, then every wall, only while some ray is not final.
@@ -24,7 +24,9 @@ __all__ = ["CELL", "MAX_CELLS_ACROSS", "REACHES", "Grids", "build"]
 
 CELL = 1.0  # metres: the side of a cell, unless the geometry is more than MAX_CELLS_ACROSS cells wide or high
 MAX_CELLS_ACROSS = 64
-REACHES = (3.0, 6.0)  # metres; a ray's hit usually lies within 3 m in a floor plan, within 6 m nearly always
+# metres, ascending: a step's move nearly always lies within 1 m of its start; a ray's hit usually lies within 3 m
+# in a floor plan, within 6 m nearly always
+REACHES = (1.0, 3.0, 6.0)
 MARGIN = 0.01  # metres added to each reach when listing, far above the rounding of the kernels' cell lookup
 TINY = 2e-5  # metres, in float32: walls shorter are listed everywhere (the kernels never cull those under 1e-5)
 

@@ -104,9 +104,9 @@ def _garbled(s: scene.Scenery) -> scene.Scenery:
     return dataclasses.replace(s, cell_walls=jnp.zeros_like(s.cell_walls))
 
 
-def _maze_agents(s: scene.Scenery, seed: int) -> core.Agents:
+def _maze_agents(s: scene.Scenery, seed: int, speed: float = 3.0) -> core.Agents:
     agents = random_agents(np.random.default_rng(seed), s.n_envs, s.n_agents, lo=0.5, hi=37.0)
-    return dataclasses.replace(agents, velocity=agents.velocity * 3)  # up to a metre or so a step
+    return dataclasses.replace(agents, velocity=agents.velocity * speed)  # speed 3: up to a metre or so a step
 
 
 def test_views_through_the_grid_equal_views_of_all_walls(maze_scenery):
@@ -123,8 +123,10 @@ def test_views_through_the_grid_equal_views_of_all_walls(maze_scenery):
         )
 
 
-def test_physics_through_the_grid_equals_physics_of_all_walls(maze_scenery):
-    agents = _maze_agents(maze_scenery, 1)
+# moves of a few cm to a few m: each picks the least reach whose box holds it (1, 3 or 6 m), or else all walls
+@pytest.mark.parametrize("speed", [1.0, 3.0, 30.0])
+def test_physics_through_the_grid_equals_physics_of_all_walls(maze_scenery, speed):
+    agents = _maze_agents(maze_scenery, 1, speed)
     moved, progress = core.physics(maze_scenery, agents)
     moved_all, progress_all = core.physics(scene.without_grid(maze_scenery), agents)
     for a, b in zip(jax.tree.leaves((moved, progress)), jax.tree.leaves((moved_all, progress_all)), strict=True):

@@ -88,8 +88,8 @@ def test_physics_among_dense_walls_cuda_matches_cpu(n_agents):
 
 
 def test_grid_search_and_physics_cuda_match_cpu():
-    # mazes of about 300 walls: physics reads the cells' lists (2 lanes an agent); the CPU's views search through
-    # the grid's passes (the GPU's not yet: GRID_VIEWS_ON_GPU), with the same results as without them (test_grid.py)
+    # mazes of about 300 walls: physics reads the cells' lists (2 lanes an agent) and views search through the
+    # grid's passes, on both devices, with the same results as without them
     from jaxstep import geometry
 
     mazes = geometry.mazes(3, seed=2, size=(24, 24))

@@ -27,7 +27,7 @@ void cast_view(const View& view, bool grid, int A, int R, float half_width, floa
   for (int first = 0; first < R; first += CHUNK) {
     const int last = std::min(first + CHUNK, R);
     const Wedge wedge = ray_wedge(eye, first, last, R, half_width);
-    for (int level = 0;; level++) {
+    for (int level = grid ? first_view_level(view.scene.grid) : 0;; level++) {
       const Pass pass = search_pass(view.scene, cell, level);
       const Box near = reach_box(eye.p, pass.reach);
       index.clear();
@@ -110,9 +110,7 @@ ffi::Error Observe(F32 angles, F32 positions, Bool mask, I32 env_geometry, F32 w
       pixels[r] = pixel_of(view, A, hit, live(view, A, hit), radius, max_depth);
     });
     for (long col = 0; col < W; col++) {
-      Pixel sum = pixels[col * k];
-      for (int j = 1; j < k; j++) sum = add(sum, pixels[col * k + j]);
-      store_column(c.out, v * W + col, mean(sum, k), hits[col * k + k / 2]);
+      store_column(c.out, v * W + col, mean(column_sum(&pixels[col * k], k), k), hits[col * k + k / 2]);
     }
   }
   return ffi::Error::Success();

@@ -387,14 +387,16 @@ JS_FN float walls_progress(Move m, const WallSet& set, float radius, int first =
   return x;
 }
 
-// The walls that may stop a move: where its box (sweep_box) lies within the grid's first reach of its start, those
-// of the start's cell for that reach (a wall that misses the box cannot stop the move, and every wall within the
-// reach of the start is listed); otherwise all of them.
+// The walls that may stop a move: those of its start's cell for the least reach (the reaches ascend) within which
+// its box (sweep_box) lies (a wall that misses the box cannot stop the move, and every wall within the reach of the
+// start is listed); all of them where the box lies within none.
 JS_FN WallSet move_walls(const EnvScene& scene, Move m, float radius) {
   const int c = grid_cell(scene.grid, m.p);
-  if ((c >= 0) && (scene.grid.n_reaches > 0) &&
-      contains(reach_box(m.p, grid_reach(scene.grid, 0)), sweep_box(m.p, m.v, radius))) {
-    return cell_walls(scene, c, 0);
+  if (c >= 0) {
+    const Box sweep = sweep_box(m.p, m.v, radius);
+    for (int level = 0; level < scene.grid.n_reaches; level++) {
+      if (contains(reach_box(m.p, grid_reach(scene.grid, level)), sweep)) return cell_walls(scene, c, level);
+    }
   }
   return all_walls(scene);
 }
@@ -632,6 +634,16 @@ JS_FN Pass search_pass(const EnvScene& scene, int c, int level) {
 }
 
 JS_FN bool last_pass(const Pass& pass) { return !pass.walls.listed; }
+
+// Views start their passes at the grid's first reach of at least VIEW_REACH metres: the nearer ones serve physics
+// (a 1 m first pass cost mazes' views 7%).
+constexpr float VIEW_REACH = 2.f;
+
+JS_FN int first_view_level(const Grid& g) {
+  int level = 0;
+  while ((level < g.n_reaches) && (grid_reach(g, level) < VIEW_REACH)) level++;
+  return level;
+}
 
 JS_FN int pass_lines(const Pass& pass, int n_agents) { return n_agents * MODEL_LINES + pass.walls.count; }
 
@@ -879,14 +891,30 @@ JS_FN Pixel pixel_of(const View& view, int n_agents, RayHit hit, float live, flo
   return {shade(view.scene, n_agents, hit, live), depth_of(hit.distance, radius, max_depth)};
 }
 
-// Sums a column's pixels in ray order (the order both handlers use), then divides by their count.
 JS_FN Pixel add(Pixel sum, Pixel p) {
   return {{sum.rgb.r + p.rgb.r, sum.rgb.g + p.rgb.g, sum.rgb.b + p.rgb.b}, sum.depth + p.depth};
 }
 
+// Whether a column's k pixels are summed pairwise, ((p0 + p1) + (p2 + p3)) + ..., as a warp's butterfly of
+// shuffles adds them (k a power of two), rather than in ray order; both handlers sum in the same order.
+JS_FN bool pairwise_sum(int k) { return (k & (k - 1)) == 0; }
+
+// The sum of a column's k pixels p[0 .. k-1], in the order above; p is overwritten.
+JS_FN Pixel column_sum(Pixel* p, int k) {
+  if (!pairwise_sum(k)) {
+    for (int j = 1; j < k; j++) p[0] = add(p[0], p[j]);
+    return p[0];
+  }
+  for (int width = 1; width < k; width *= 2) {
+    for (int j = 0; j < k; j += 2 * width) p[j] = add(p[j], p[j + width]);
+  }
+  return p[0];
+}
+
+// A column's mean: one division, then products (exact for a count that is a power of two).
 JS_FN Pixel mean(Pixel sum, int count) {
-  const float n = (float)count;
-  return {{sum.rgb.r / n, sum.rgb.g / n, sum.rgb.b / n}, sum.depth / n};
+  const float inv = 1.f / (float)count;
+  return {{sum.rgb.r * inv, sum.rgb.g * inv, sum.rgb.b * inv}, sum.depth * inv};
 }
 
 // Column outputs, each (B, n_envs, n_viewers, W) (rgb with a trailing 3); a null one is not wanted.

@@ -76,15 +76,16 @@ __device__ __forceinline__ View shaded(const SceneryArrays& s, const WarpRays& w
 
 // Every lane's ray considers n lines in order; line_of(i, &a, &b) gives line i's index in the env's line order and
 // its ends, or -1 to skip it. Lanes take 32 lines a round and keep those that may meet the warp's wedge of rays
-// inside the box `near` (a ballot), then every lane considers the kept lines in order, their ends passed round by
-// shuffles. Every lane of the warp must call it.
+// inside the box `near` (where `bounded`), then every lane considers the kept lines in order, their ends passed
+// round by shuffles. Every lane of the warp must call it.
 template <typename LineOf>
-__device__ __forceinline__ void consider_lines(int n, LineOf line_of, const Wedge& wedge, const Box& near,
+__device__ __forceinline__ void consider_lines(int n, LineOf line_of, const Wedge& wedge, bool bounded, Box near,
                                                const Ray& ray, int lane, RayHit* best, float* best_s, bool* tied) {
   for (int base = 0; base < n; base += 32) {
     Vec a = {0.f, 0.f}, b = {0.f, 0.f};
     const int index = base + lane < n ? line_of(base + lane, &a, &b) : -1;
-    unsigned kept = __ballot_sync(ALL, (index >= 0) && may_hit(wedge, a, b) && !outside(near, a, b));
+    const bool kept_line = (index >= 0) && may_hit(wedge, a, b) && !(bounded && outside(near, a, b));
+    unsigned kept = __ballot_sync(ALL, kept_line);
     while (kept) {
       const int k = __ffs(kept) - 1;
       kept &= kept - 1;
@@ -113,10 +114,13 @@ __device__ __forceinline__ RayHit cast(const WarpRays& w, int n_agents, int R, f
     scene_line(view.scene, view.angles, view.positions, n_agents, i, a, b);
     return i;
   };
-  consider_lines(first_wall, model_line_of, wedge, reach_box(w.eye.p, INFINITY), ray, lane, &models, &models_s,
-                 GRID ? &models_tied : nullptr);
+  // a lone agent's own model lines are all hidden (Minimal, Explorer): no round for them
+  if ((n_agents > 1) || !hidden_own_line(view, 0, radius)) {
+    consider_lines(first_wall, model_line_of, wedge, false, Box{}, ray, lane, &models, &models_s,
+                   GRID ? &models_tied : nullptr);
+  }
   const int cell = GRID ? grid_cell(view.scene.grid, w.eye.p) : -1;
-  for (int level = 0;; level++) {
+  for (int level = GRID ? first_view_level(view.scene.grid) : 0;; level++) {
     const Pass pass = search_pass(view.scene, cell, level);
     RayHit best = models;
     float best_s = models_s;
@@ -126,8 +130,9 @@ __device__ __forceinline__ RayHit cast(const WarpRays& w, int n_agents, int R, f
       wall_ends(pass.walls, wall, a, b);
       return first_wall + wall;
     };
-    consider_lines(pass.walls.count, wall_of, wedge, reach_box(w.eye.p, pass.reach), ray, lane, &best, &best_s,
-                   GRID ? &tied : nullptr);
+    // the last pass (every pass, without the grid) takes every wall: no box to test them against
+    consider_lines(pass.walls.count, wall_of, wedge, !last_pass(pass), reach_box(w.eye.p, pass.reach), ray, lane,
+                   &best, &best_s, GRID ? &tied : nullptr);
     // the pass is the same for the whole warp, so either every lane takes the vote or none does
     if (last_pass(pass) || __all_sync(ALL, (w.r >= w.last) | settled(pass, best_s, ray.ulen, tied))) {
       return finish_hit(best, best_s, ray.u, ray.ulen);
@@ -209,7 +214,7 @@ __global__ void __launch_bounds__(BLOCK, 4)
 }
 
 // A warp per `columns` image columns of K rays each (K * columns <= 32 rays): after the search, each column's
-// first lane gathers its rays' pixels by shuffles, in ray order, and writes the column. K is a template parameter
+// pixels are summed by shuffles (see column_sum) and its first lane writes the column. K is a template parameter
 // for the common counts, so that a column of one ray needs no shuffles and the lane's column no division; K = 0
 // reads it from per_column.
 template <int K, bool GRID>
@@ -234,13 +239,22 @@ __global__ void __launch_bounds__(BLOCK, 4)
     return;
   }
   const int group = K ? lane / K : (int)per_column(lane), first_lane = group * k;
-  Pixel sum = {};
-  for (int j = 0; j < k; j++) {
-    const int from = min(first_lane + j, 31);
-    const Pixel p = {{__shfl_sync(ALL, mine.rgb.r, from), __shfl_sync(ALL, mine.rgb.g, from),
-                      __shfl_sync(ALL, mine.rgb.b, from)},
-                     __shfl_sync(ALL, mine.depth, from)};
-    sum = j ? add(sum, p) : p;
+  Pixel sum = mine;
+  if (pairwise_sum(k)) {  // a butterfly: every lane of a column ends with its sum, in column_sum's order
+    for (int offset = 1; offset < k; offset *= 2) {
+      const Pixel p = {{__shfl_xor_sync(ALL, sum.rgb.r, offset), __shfl_xor_sync(ALL, sum.rgb.g, offset),
+                        __shfl_xor_sync(ALL, sum.rgb.b, offset)},
+                       __shfl_xor_sync(ALL, sum.depth, offset)};
+      sum = add(sum, p);
+    }
+  } else {  // the column's first lane gathers its rays' pixels in order
+    for (int j = 1; j < k; j++) {
+      const int from = min(first_lane + j, 31);
+      const Pixel p = {{__shfl_sync(ALL, mine.rgb.r, from), __shfl_sync(ALL, mine.rgb.g, from),
+                        __shfl_sync(ALL, mine.rgb.b, from)},
+                       __shfl_sync(ALL, mine.depth, from)};
+      sum = add(sum, p);
+    }
   }
   const int middle = min(first_lane + k / 2, 31);
   const RayHit mid = {__shfl_sync(ALL, hit.index, middle), __shfl_sync(ALL, hit.location, middle),
@@ -258,11 +272,8 @@ void launch_observe_kernel(cudaStream_t stream, const ObserveCall& c, const floa
       divisor(chunks), divisor(c.n_viewers), divisor(c.scenery.n_envs), half_width, radius, max_depth, warps, c.out);
 }
 
-// Whether views search through the grid on the GPU: not yet. The tie rule in `settled` (CPU-tested) awaits its GPU
-// tests; until then the GPU searches all walls, with the same results.
-constexpr bool GRID_VIEWS_ON_GPU = false;
-
-bool grid_views(const SceneryArrays& s) { return GRID_VIEWS_ON_GPU && search_grid(s); }
+// Whether views search through the grid (search_grid: geometries of a few hundred walls).
+bool grid_views(const SceneryArrays& s) { return search_grid(s); }
 
 template <int K>
 void launch_observe(cudaStream_t stream, const ObserveCall& c, const float* angles, const float* positions,
@@ -362,7 +373,8 @@ __global__ void __launch_bounds__(BLOCK) progress_kernel(SceneryArrays s, const 
     const EnvScene scene = env_scene(s, e);
     const float *p = positions + 2 * e * n_agents, *v = velocity + 2 * e * n_agents;
     m = move_of(a, p, v, fps);
-    walls = move_walls(scene, m, radius);
+    // a few walls (not QUEUED) are read faster whole than through the grid's lookups
+    walls = QUEUED ? move_walls(scene, m, radius) : all_walls(scene);
     x = agents_progress(m, a, n_agents, p, v, fps, radius, lane, LANES);
   }
   if constexpr (!QUEUED) {
