@@ -35,6 +35,9 @@ mask = jnp.asarray(rng.uniform(size=(37, 3)) < 0.5)
 columns = [
     core.observe(s, moved, res=64, subsample=4, mask=mask),
     core.observe(s, moved, res=33, subsample=3, n_viewers=2, outputs=("rgb", "indices")),
+    # views of 16 warps, which blocks of 8 search together; the last warp of each view partial
+    core.render(s, moved, res=500, mask=mask),
+    core.observe(s, moved, res=474, subsample=3, n_viewers=2),
 ]
 # geometries of many walls, whose physics reads the grid's lists
 mazes = geometry.mazes(2, size=(24, 24))

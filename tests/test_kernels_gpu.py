@@ -110,7 +110,9 @@ def test_grid_search_and_physics_cuda_match_cpu():
             np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("res, n_viewers", [(100, 3), (33, 1), (32, 5), (7, 2)])
+# views of 16 warps (512, 500: blocks of 8 search them together, the last warp partial for 500), of fewer (256:
+# the warps alone)
+@pytest.mark.parametrize("res, n_viewers", [(100, 3), (33, 1), (32, 5), (7, 2), (256, 2), (500, 3), (512, 1)])
 def test_render_views_chunks_and_batches_cuda_match_cpu(res, n_viewers):
     # every way a warp's index splits into batch element, env, viewer and chunk of 32 rays, the last chunk partial
     geometries = mixed_geometries(17)
@@ -136,8 +138,9 @@ def test_render_views_chunks_and_batches_cuda_match_cpu(res, n_viewers):
 
 # (res, subsample): columns that fill a warp (4, 32, 1), that leave lanes idle (3: 30 rays a warp; 7: 28), a
 # partial last warp (100 and 96 rays), more than a warp's rays per column (48: rendered, then averaged)
+# (512, 4), (512, 1), (474, 3): views of 16 warps (the last partial for 474), which blocks of 8 search together
 @pytest.mark.parametrize("res, subsample, n_viewers", [(100, 4, 3), (96, 3, 2), (512, 4, 4), (64, 32, 1), (7, 7, 2),
-                                                       (30, 1, 5), (96, 48, 1)])  # fmt: skip
+                                                       (30, 1, 5), (96, 48, 1), (512, 1, 2), (474, 3, 2)])  # fmt: skip
 def test_observe_views_chunks_and_batches_cuda_match_cpu(res, subsample, n_viewers):
     geometries = mixed_geometries(19)
     s = scene.scenery([geometries[i % 4] for i in range(37)], n_agents=5)
