@@ -39,9 +39,16 @@ constexpr long MAX_DIVIDEND = 1l << 31;
 // - WARP: it culls all of its view's lines against its wedge of rays, 32 a round (consider_lines);
 // - GRID: it does so in passes through the grid's lists (see Pass), for geometries of many walls (search_grid);
 // - BLOCK: a block per view, its warps taking 8 consecutive chunks of rays at a time; the block culls the view's
-//   lines against the 8 chunks' wedge once, into shared memory, and each warp culls only those
-//   (consider_block_lines). Each warp works out the view's part of its rays (WarpRays) once for all its chunks.
+//   lines against the view's wedge once (or, for views of over BLOCK lines, against 8 chunks' wedge for each 8),
+//   into shared memory, and each warp culls only those (consider_block_lines). Each warp works out the view's part
+//   of its rays (WarpRays) once for all its chunks.
 enum class Search { WARP, GRID, BLOCK };
+
+// The blocks of a view kernel each SM holds at least (__launch_bounds__): 4, at most 64 registers a thread, so
+// that more warps hide the latency of the loads; 5 (48 registers, a few spilled) for the block search, whose
+// warps also wait at its barriers. Measured on an H200 (Deathmatch, 65536 envs): 54.3 M frames/s with 5 against
+// 51.6 M with 4; 6 blocks (40 registers) spill twice as much.
+constexpr int blocks_per_sm(Search search) { return search == Search::BLOCK ? 5 : 4; }
 
 // A warp's share of the rays: `chunk` (at most 32) consecutive rays of one view, lane l taking ray first + l. When
 // the search goes through the grid, the view's scene holds the walls and grid only, and `shaded` adds the lights
@@ -51,6 +58,7 @@ struct WarpRays {
   long v;               // the view
   int first, last, r;   // the warp's rays are first .. last-1; the lane's is r (past last: it only helps)
   int block_first, block_last;  // the block's rays (Search::BLOCK)
+  bool first_chunk;             // the warp's first chunk of the view (Search::BLOCK)
   bool wanted;          // the view is wanted (the mask)
   unsigned b;           // the view's batch element
   int g;                // and geometry
@@ -65,6 +73,7 @@ __device__ __forceinline__ WarpRays at_chunk(WarpRays w, int c, int chunk, int R
   w.r = w.first + lane;
   w.block_first = c / WARPS * WARPS * chunk;
   w.block_last = min(w.block_first + WARPS * chunk, R);
+  w.first_chunk = c < WARPS;
   return w;
 }
 
@@ -83,7 +92,7 @@ __device__ __forceinline__ WarpRays warp_rays(const SceneryArrays& s, const floa
   const int g = s.env_geometry[e];
   const EnvScene scene = S == Search::GRID ? geometry_walls(s, b, g) : geometry_scene(s, b, g);
   const View view = {scene, angles + i - agent, positions + 2 * (i - agent), agent};
-  const WarpRays w = {(long)v, 0, 0, 0, 0, 0, wanted, b, g, view, {p, rotation(angle)}};
+  const WarpRays w = {(long)v, 0, 0, 0, 0, 0, false, wanted, b, g, view, {p, rotation(angle)}};
   return at_chunk(w, c, chunk, R, lane);
 }
 
@@ -131,51 +140,89 @@ __device__ __forceinline__ void consider_lines(int n, LineOf line_of, const Wedg
   }
 }
 
-// consider_lines for a block whose warps share one view (Search::BLOCK), over its n lines: each round, the block's
-// threads take a line each and keep those that may meet the block's wedge, in line order, in shared memory; each
-// warp then keeps those that may meet its own wedge, and its lanes consider them in order, reading their ends
-// from shared memory. The lines and their culling are computed once for the block's 8 warps rather than by each.
-// Every thread of the block must call it.
+// A block's list of its view's lines that may meet a wedge, in line order (Search::BLOCK): their indices in the
+// env's line order, their ends, and how many each warp's threads kept.
+struct BlockLines {
+  int index[BLOCK];
+  float4 ends[BLOCK];
+  int warp_kept[WARPS];
+};
+
+__device__ __forceinline__ BlockLines& block_lines() {
+  __shared__ BlockLines lines;
+  return lines;
+}
+
+// The length of the block's list.
+__device__ __forceinline__ int block_kept(const BlockLines& lines) {
+  int total = 0;
+  for (int j = 0; j < WARPS; j++) total += lines.warp_kept[j];
+  return total;
+}
+
+// Lists lines base .. base + BLOCK - 1 of the view's n (line_of as for consider_lines) that may meet `wedge`, a
+// thread each, and returns the list's length. Every thread of the block must call it; the list may be read once it
+// returns, and must not be written again until every warp has read it.
 template <typename LineOf>
-__device__ __forceinline__ void consider_block_lines(int n, LineOf line_of, const Wedge& block_wedge,
+__device__ __forceinline__ int keep_block_lines(BlockLines& lines, int base, int n, LineOf line_of,
+                                                const Wedge& wedge, int lane) {
+  const int warp = threadIdx.x / 32;
+  Vec a = {0.f, 0.f}, b = {0.f, 0.f};
+  const int i = base + threadIdx.x;
+  const int index = i < n ? line_of(i, &a, &b) : -1;
+  const bool keep = (index >= 0) && may_hit(wedge, a, b);
+  const unsigned ballot = __ballot_sync(ALL, keep);
+  if (lane == 0) lines.warp_kept[warp] = __popc(ballot);
+  __syncthreads();
+  int before = 0;  // kept lines of the warps before this one
+  for (int j = 0; j < warp; j++) before += lines.warp_kept[j];
+  if (keep) {
+    const int slot = before + __popc(ballot & ((1u << lane) - 1));
+    lines.index[slot] = index;
+    lines.ends[slot] = make_float4(a.x, a.y, b.x, b.y);
+  }
+  const int total = block_kept(lines);
+  __syncthreads();
+  return total;
+}
+
+// Every lane's ray considers, in order, those of the list's first `total` lines that may meet the warp's wedge
+// (consider_lines over the list, their ends read from shared memory). Every lane of the warp must call it.
+__device__ __forceinline__ void consider_listed(const BlockLines& lines, int total, const Wedge& wedge,
+                                                const Ray& ray, int lane, RayHit* best, float* best_s) {
+  for (int first = 0; first < total; first += 32) {
+    const int j = first + lane;
+    const float4 e = j < total ? lines.ends[j] : make_float4(0.f, 0.f, 0.f, 0.f);
+    unsigned kept = __ballot_sync(ALL, (j < total) && may_hit(wedge, {e.x, e.y}, {e.z, e.w}));
+    while (kept) {
+      const int k = first + __ffs(kept) - 1;
+      kept &= kept - 1;
+      const float4 ke = lines.ends[k];  // the same address in every lane: one broadcast read
+      consider_line(ray.p, ray.u, ray.near, lines.index[k], {ke.x, ke.y}, {ke.z, ke.w}, best, best_s, nullptr);
+    }
+  }
+}
+
+// consider_lines for a block whose warps share one view (Search::BLOCK), over its n lines. The block lists the
+// lines that may meet `block_wedge` (keep_block_lines); each warp then considers those that may meet its own.
+// The lines and their culling are computed once for the block's 8 warps rather than by each. A view whose lines
+// fit in one list (at most BLOCK) is listed once, against the whole view's wedge, on the warps' first chunk
+// (`first_chunk`), and the list serves their later chunks too; a larger one is listed BLOCK lines at a time,
+// against the 8 chunks' wedge, for each chunk. Every thread of the block must call it.
+template <typename LineOf>
+__device__ __forceinline__ void consider_block_lines(int n, LineOf line_of, const Wedge& view_wedge,
+                                                     const Wedge& block_wedge, bool first_chunk,
                                                      const Wedge& wedge, const Ray& ray, int lane, RayHit* best,
                                                      float* best_s) {
-  __shared__ int kept_index[BLOCK];
-  __shared__ float4 kept_ends[BLOCK];
-  __shared__ int warp_kept[WARPS];
-  const int warp = threadIdx.x / 32;
+  BlockLines& lines = block_lines();
+  if (n <= BLOCK) {
+    const int total = first_chunk ? keep_block_lines(lines, 0, n, line_of, view_wedge, lane) : block_kept(lines);
+    return consider_listed(lines, total, wedge, ray, lane, best, best_s);
+  }
   for (int base = 0; base < n; base += BLOCK) {
-    Vec a = {0.f, 0.f}, b = {0.f, 0.f};
-    const int i = base + threadIdx.x;
-    const int index = i < n ? line_of(i, &a, &b) : -1;
-    const bool keep = (index >= 0) && may_hit(block_wedge, a, b);
-    const unsigned ballot = __ballot_sync(ALL, keep);
-    if (lane == 0) warp_kept[warp] = __popc(ballot);
-    __syncthreads();
-    int before = 0, total = 0;  // kept lines of the warps before this one, and of all
-    for (int j = 0; j < WARPS; j++) {
-      const int count = warp_kept[j];
-      before += j < warp ? count : 0;
-      total += count;
-    }
-    if (keep) {
-      const int slot = before + __popc(ballot & ((1u << lane) - 1));
-      kept_index[slot] = index;
-      kept_ends[slot] = make_float4(a.x, a.y, b.x, b.y);
-    }
-    __syncthreads();
-    for (int first = 0; first < total; first += 32) {
-      const int j = first + lane;
-      const float4 e = j < total ? kept_ends[j] : make_float4(0.f, 0.f, 0.f, 0.f);
-      unsigned kept = __ballot_sync(ALL, (j < total) && may_hit(wedge, {e.x, e.y}, {e.z, e.w}));
-      while (kept) {
-        const int k = first + __ffs(kept) - 1;
-        kept &= kept - 1;
-        const float4 ke = kept_ends[k];  // the same address in every lane: one broadcast read
-        consider_line(ray.p, ray.u, ray.near, kept_index[k], {ke.x, ke.y}, {ke.z, ke.w}, best, best_s, nullptr);
-      }
-    }
-    if (base + BLOCK < n) __syncthreads();  // every warp has read the list before the next round's overwrites it
+    if (base > 0) __syncthreads();  // every warp has read the last round's list before it is overwritten
+    const int total = keep_block_lines(lines, base, n, line_of, block_wedge, lane);
+    consider_listed(lines, total, wedge, ray, lane, best, best_s);
   }
 }
 
@@ -203,9 +250,9 @@ __device__ __forceinline__ RayHit cast(const WarpRays& w, int n_agents, int R, f
     };
     RayHit best = no_hit();
     float best_s = INFINITY;
-    consider_block_lines(first_wall + view.scene.n_walls, line_of,
-                         ray_wedge(w.eye, w.block_first, w.block_last, R, half_width), wedge, ray, lane, &best,
-                         &best_s);
+    consider_block_lines(first_wall + view.scene.n_walls, line_of, ray_wedge(w.eye, 0, R, R, half_width),
+                         ray_wedge(w.eye, w.block_first, w.block_last, R, half_width), w.first_chunk, wedge, ray,
+                         lane, &best, &best_s);
     return finish_hit(best, best_s, ray.u, ray.ulen);
   }
   RayHit models = no_hit();
@@ -307,10 +354,9 @@ __device__ __forceinline__ void render_rays(const SceneryArrays& s, const WarpRa
   if (rays.r < R) store_ray(view, n_agents, hit, live, rays.v * R + rays.r, out);
 }
 
-// Warps over chunks of 32 rays (see WarpWork). At most 64 registers a thread (4 blocks of 256 per SM), so that
-// more warps hide the latency of the loads.
+// Warps over chunks of 32 rays (see WarpWork), blocks_per_sm(S) blocks an SM.
 template <Search S>
-__global__ void __launch_bounds__(BLOCK, 4)
+__global__ void __launch_bounds__(BLOCK, blocks_per_sm(S))
     render_kernel(SceneryArrays s, const float* angles, const float* positions, const bool* mask, int n_agents,
                   int R, Divisor per_view, Divisor per_env, Divisor per_batch, float half_width, float radius,
                   long warps, RenderOutputs out) {
@@ -373,7 +419,7 @@ __device__ __forceinline__ void observe_rays(const SceneryArrays& s, const WarpR
 
 // Warps over chunks of image columns (see WarpWork and observe_rays).
 template <int K, Search S>
-__global__ void __launch_bounds__(BLOCK, 4)
+__global__ void __launch_bounds__(BLOCK, blocks_per_sm(S))
     observe_kernel(SceneryArrays s, const float* angles, const float* positions, const bool* mask, int n_agents,
                    int R, Divisor per_column, int columns, Divisor per_view, Divisor per_env, Divisor per_batch,
                    float half_width, float radius, float max_depth, long warps, ObserveOutputs out) {
@@ -409,9 +455,9 @@ void launch_observe_kernel(cudaStream_t stream, const ObserveCall& c, const floa
 
 // How the views of a call search (see Search): through the grid for geometries of a few hundred walls
 // (search_grid); a block at a time where each block's warps share a view and cover half of it or less (a view of
-// 2 * WARPS chunks or a multiple of WARPS beyond). Measured on the H100 (floor plans): views of 16 chunks (512
-// rays, Deathmatch) 3% faster a block at a time; of 8 chunks, whose blocks cull against the whole view's wedge,
-// 2 to 5% slower.
+// 2 * WARPS chunks or a multiple of WARPS beyond). Measured on an H200 (floor plans, Deathmatch's views of 16
+// chunks): 1.28x the warps alone; on an H100, views of 8 chunks, whose blocks' warps take a chunk each, 2 to 5%
+// slower a block at a time.
 Search view_search(const SceneryArrays& s, long chunks) {
   if (search_grid(s)) return Search::GRID;
   return (chunks % WARPS == 0) & (chunks >= 2 * WARPS) ? Search::BLOCK : Search::WARP;
