@@ -38,6 +38,13 @@ columns = [
     # views of 16 warps, which blocks of 8 search together; the last warp of each view partial
     core.render(s, moved, res=500, mask=mask),
     core.observe(s, moved, res=474, subsample=3, n_viewers=2),
+    # views of more than a block's 256 lines (40 agents' model lines), listed 256 at a time
+    core.observe(
+        scene.scenery([toys.box()] * 3, n_agents=40),
+        core.agents(3, 40, positions=jnp.asarray(rng.uniform(1.2, 5.8, (3, 40, 2)), jnp.float32)),
+        res=500,
+        subsample=1,
+    ),
 ]
 # geometries of many walls, whose physics reads the grid's lists
 mazes = geometry.mazes(2, size=(24, 24))

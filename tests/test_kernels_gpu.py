@@ -136,6 +136,29 @@ def test_render_views_chunks_and_batches_cuda_match_cpu(res, n_viewers):
     np.testing.assert_array_equal(gpu.indices[~np.asarray(mask)], -1)
 
 
+# Views of more than a block's 256 lines, which the block search lists 256 at a time for each chunk: a geometry of
+# 300 walls among small ones (their mean stays below the grid search's), and 40 agents' model lines in a box.
+@pytest.mark.parametrize("n_agents, big_walls", [(3, 300), (40, 0)])
+@pytest.mark.parametrize("res, subsample", [(512, 1), (500, 1), (1024, 4)])
+def test_views_of_many_lines_cuda_match_cpu(n_agents, big_walls, res, subsample):
+    rng = np.random.default_rng(res + n_agents)
+    geometries = [random_walls(rng, big_walls), toys.box(), toys.column()] if big_walls else [toys.box()]
+    s = scene.scenery([geometries[i % len(geometries)] for i in range(11)], n_agents=n_agents)
+    agents = random_agents(rng, 11, n_agents, lo=1.2, hi=5.8)
+    mask = jnp.asarray(rng.random((11, n_agents)) < 0.8)
+    assert n_agents * 8 + big_walls > 256
+
+    def views(s, a, m):
+        render = core.render(s, a, res=res, mask=m)
+        return render, core.observe(s, a, res=res, subsample=subsample, mask=m, max_depth=6.0)
+
+    gpu_args, cpu_args = both((s, agents, mask))
+    (gpu_render, gpu_obs), (cpu_render, cpu_obs) = jax.device_get(jax.jit(views)(*gpu_args)), jax.jit(views)(*cpu_args)
+    assert_renders_close(gpu_render, cpu_render)
+    assert_observations_close(gpu_obs, cpu_obs)
+    assert (gpu_render.indices >= n_agents * 8).any() and (gpu_render.indices[~np.asarray(mask)] == -1).all()
+
+
 # (res, subsample): columns that fill a warp (4, 32, 1), that leave lanes idle (3: 30 rays a warp; 7: 28), a
 # partial last warp (100 and 96 rays), more than a warp's rays per column (48: rendered, then averaged)
 # (512, 4), (512, 1), (474, 3): views of 16 warps (the last partial for 474), which blocks of 8 search together

@@ -161,8 +161,10 @@ __device__ __forceinline__ int block_kept(const BlockLines& lines) {
 }
 
 // Lists lines base .. base + BLOCK - 1 of the view's n (line_of as for consider_lines) that may meet `wedge`, a
-// thread each, and returns the list's length. Every thread of the block must call it; the list may be read once it
-// returns, and must not be written again until every warp has read it.
+// thread each, and returns the list's length. Every thread of the block must call it. The list may be read once it
+// returns; the next call writes it only after its first barrier, which every warp reaches only once it has read
+// this list, and each warp_kept count is read before the second barrier, so no other barrier is needed between
+// calls.
 template <typename LineOf>
 __device__ __forceinline__ int keep_block_lines(BlockLines& lines, int base, int n, LineOf line_of,
                                                 const Wedge& wedge, int lane) {
@@ -220,7 +222,6 @@ __device__ __forceinline__ void consider_block_lines(int n, LineOf line_of, cons
     return consider_listed(lines, total, wedge, ray, lane, best, best_s);
   }
   for (int base = 0; base < n; base += BLOCK) {
-    if (base > 0) __syncthreads();  // every warp has read the last round's list before it is overwritten
     const int total = keep_block_lines(lines, base, n, line_of, block_wedge, lane);
     consider_listed(lines, total, wedge, ray, lane, best, best_s);
   }
@@ -366,9 +367,12 @@ __global__ void __launch_bounds__(BLOCK, blocks_per_sm(S))
   const WarpWork work = warp_work<S>(w, per_view);
   const WarpRays rays =
       warp_rays<S>(s, angles, positions, mask, n_agents, R, 32, work.v, work.first, per_env, per_batch, lane);
-  if (S != Search::BLOCK) return render_rays<S>(s, rays, n_agents, R, half_width, radius, lane, out);
-  for (int c = work.first; c < work.end; c += WARPS) {
-    render_rays<S>(s, at_chunk(rays, c, 32, R, lane), n_agents, R, half_width, radius, lane, out);
+  if constexpr (S != Search::BLOCK) {
+    render_rays<S>(s, rays, n_agents, R, half_width, radius, lane, out);
+  } else {
+    for (int c = work.first; c < work.end; c += WARPS) {
+      render_rays<S>(s, at_chunk(rays, c, 32, R, lane), n_agents, R, half_width, radius, lane, out);
+    }
   }
 }
 
@@ -430,12 +434,13 @@ __global__ void __launch_bounds__(BLOCK, blocks_per_sm(S))
   const WarpWork work = warp_work<S>(w, per_view);
   const WarpRays rays =
       warp_rays<S>(s, angles, positions, mask, n_agents, R, chunk, work.v, work.first, per_env, per_batch, lane);
-  if (S != Search::BLOCK) {  // one chunk
-    return observe_rays<K, S>(s, rays, n_agents, R, per_column, columns, half_width, radius, max_depth, lane, out);
-  }
-  for (int c = work.first; c < work.end; c += WARPS) {
-    observe_rays<K, S>(s, at_chunk(rays, c, chunk, R, lane), n_agents, R, per_column, columns, half_width, radius,
-                       max_depth, lane, out);
+  if constexpr (S != Search::BLOCK) {  // one chunk
+    observe_rays<K, S>(s, rays, n_agents, R, per_column, columns, half_width, radius, max_depth, lane, out);
+  } else {
+    for (int c = work.first; c < work.end; c += WARPS) {
+      observe_rays<K, S>(s, at_chunk(rays, c, chunk, R, lane), n_agents, R, per_column, columns, half_width, radius,
+                         max_depth, lane, out);
+    }
   }
 }
 
@@ -446,8 +451,8 @@ long launch_warps(Search search, long views, long chunks) {
 
 template <int K, Search S>
 void launch_observe_kernel(cudaStream_t stream, const ObserveCall& c, const float* angles, const float* positions,
-                           long columns, long chunks, long warps, float half_width, float radius, float max_depth) {
-  warps = launch_warps(S, c.views(), chunks);
+                           long columns, long chunks, float half_width, float radius, float max_depth) {
+  const long warps = launch_warps(S, c.views(), chunks);
   observe_kernel<K, S><<<blocks_for(32 * warps), BLOCK, 0, stream>>>(
       c.scenery, angles, positions, c.mask, (int)c.agents.n_agents, (int)c.R, divisor(c.subsample), (int)columns,
       divisor(chunks), divisor(c.n_viewers), divisor(c.scenery.n_envs), half_width, radius, max_depth, warps, c.out);
@@ -465,12 +470,12 @@ Search view_search(const SceneryArrays& s, long chunks) {
 
 template <int K>
 void launch_observe(cudaStream_t stream, const ObserveCall& c, const float* angles, const float* positions,
-                    long columns, long chunks, long warps, float half_width, float radius, float max_depth) {
+                    long columns, long chunks, float half_width, float radius, float max_depth) {
   const Search search = view_search(c.scenery, chunks);
   auto* launch = search == Search::GRID    ? launch_observe_kernel<K, Search::GRID>
                  : search == Search::BLOCK ? launch_observe_kernel<K, Search::BLOCK>
                                            : launch_observe_kernel<K, Search::WARP>;
-  launch(stream, c, angles, positions, columns, chunks, warps, half_width, radius, max_depth);
+  launch(stream, c, angles, positions, columns, chunks, half_width, radius, max_depth);
 }
 
 constexpr int MAX_PROGRESS_LANES = 8;
@@ -661,11 +666,11 @@ ffi::Error Observe(cudaStream_t stream, F32 angles, F32 positions, Bool mask, I3
   }
   const float *a = angles.typed_data(), *p = positions.typed_data();
   switch (k) {
-    case 1: launch_observe<1>(stream, c, a, p, columns, chunks, warps, half_width, radius, max_depth); break;
-    case 2: launch_observe<2>(stream, c, a, p, columns, chunks, warps, half_width, radius, max_depth); break;
-    case 4: launch_observe<4>(stream, c, a, p, columns, chunks, warps, half_width, radius, max_depth); break;
-    case 8: launch_observe<8>(stream, c, a, p, columns, chunks, warps, half_width, radius, max_depth); break;
-    default: launch_observe<0>(stream, c, a, p, columns, chunks, warps, half_width, radius, max_depth);
+    case 1: launch_observe<1>(stream, c, a, p, columns, chunks, half_width, radius, max_depth); break;
+    case 2: launch_observe<2>(stream, c, a, p, columns, chunks, half_width, radius, max_depth); break;
+    case 4: launch_observe<4>(stream, c, a, p, columns, chunks, half_width, radius, max_depth); break;
+    case 8: launch_observe<8>(stream, c, a, p, columns, chunks, half_width, radius, max_depth); break;
+    default: launch_observe<0>(stream, c, a, p, columns, chunks, half_width, radius, max_depth);
   }
   return launch_status();
 }
