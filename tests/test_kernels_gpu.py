@@ -154,8 +154,11 @@ def test_views_of_many_lines_cuda_match_cpu(n_agents, big_walls, res, subsample)
 
     gpu_args, cpu_args = both((s, agents, mask))
     (gpu_render, gpu_obs), (cpu_render, cpu_obs) = jax.device_get(jax.jit(views)(*gpu_args)), jax.jit(views)(*cpu_args)
-    assert_renders_close(gpu_render, cpu_render)
-    assert_observations_close(gpu_obs, cpu_obs)
+    # a model line is 4 cm long: rounding in the agents' sin and cos (which differ between the libraries) moves a
+    # hit's location along it 25 times as much as along a metre of wall
+    atol = 1e-3 if n_agents > 8 else 1e-4
+    assert_renders_close(gpu_render, cpu_render, atol=atol)
+    assert_observations_close(gpu_obs, cpu_obs, atol=atol)
     assert (gpu_render.indices >= n_agents * 8).any() and (gpu_render.indices[~np.asarray(mask)] == -1).all()
 
 
