@@ -239,14 +239,15 @@ __device__ __forceinline__ RayHit cast(const WarpRays& w, int n_agents, int R, f
   const Wedge wedge = ray_wedge(w.eye, w.first, w.last, R, half_width);
   const View& view = w.view;
   const int first_wall = n_agents * MODEL_LINES;
+  const auto model_line_of = [&](int i, Vec* a, Vec* b) {
+    if (hidden_own_line(view, i, radius)) return -1;
+    scene_line(view.scene, view.angles, view.positions, n_agents, i, a, b);
+    return i;
+  };
   if constexpr (S == Search::BLOCK) {
     const auto line_of = [&](int i, Vec* a, Vec* b) {
-      if (i >= first_wall) {
-        wall_ends(all_walls(view.scene), i - first_wall, a, b);
-        return i;
-      }
-      if (hidden_own_line(view, i, radius)) return -1;
-      scene_line(view.scene, view.angles, view.positions, n_agents, i, a, b);
+      if (i < first_wall) return model_line_of(i, a, b);
+      wall_ends(all_walls(view.scene), i - first_wall, a, b);
       return i;
     };
     RayHit best = no_hit();
@@ -259,11 +260,6 @@ __device__ __forceinline__ RayHit cast(const WarpRays& w, int n_agents, int R, f
   RayHit models = no_hit();
   float models_s = INFINITY;
   bool models_tied = false;  // what `settled` needs; only the grid's passes keep it
-  const auto model_line_of = [&](int i, Vec* a, Vec* b) {
-    if (hidden_own_line(view, i, radius)) return -1;
-    scene_line(view.scene, view.angles, view.positions, n_agents, i, a, b);
-    return i;
-  };
   // a lone agent's own model lines are all hidden (Minimal, Explorer): no round for them
   if ((n_agents > 1) || !hidden_own_line(view, 0, radius)) {
     consider_lines(first_wall, model_line_of, wedge, false, Box{}, ray, lane, &models, &models_s,
@@ -491,9 +487,9 @@ constexpr int QUEUE = 64;  // queue slots per warp: up to 31 left over and a rou
 // lane of the warp must call it.
 template <int LANES>
 __device__ float queued_walls_progress(Move m, const WallSet& set, float radius) {
-  __shared__ int queued_wall[BLOCK / 32][QUEUE];
-  __shared__ int queued_group[BLOCK / 32][QUEUE];
-  __shared__ unsigned least[BLOCK / 32][32 / LANES];
+  __shared__ int queued_wall[WARPS][QUEUE];
+  __shared__ int queued_group[WARPS][QUEUE];
+  __shared__ unsigned least[WARPS][32 / LANES];
   const int warp = threadIdx.x / 32, wl = threadIdx.x % 32, lane = wl % LANES, group = wl / LANES;
   if (lane == 0) least[warp][group] = __float_as_uint(1.f);
   const Box near = sweep_box(m.p, m.v, radius);
