@@ -1,4 +1,4 @@
-"""The `jaxstep` command: `jaxstep demo`, `jaxstep train` and `jaxstep bench kernels|envs|scaling`."""
+"""The `jaxstep` command: `jaxstep demo`, `jaxstep train` and `jaxstep bench kernels|envs|scaling|train`."""
 
 from __future__ import annotations
 
@@ -27,6 +27,24 @@ def _positive_int(text: str) -> int:
 
 def _count(text: str) -> int:
     return _int_at_least(0, text)
+
+
+def _config_field(text: str) -> tuple[str, object]:
+    """KEY=VALUE for a PPOConfig field, VALUE converted to the field's type."""
+    import dataclasses
+
+    from jaxstep.agents.config import PPOConfig
+
+    key, sep, value = text.partition("=")
+    fields = {f.name: f for f in dataclasses.fields(PPOConfig) if f.type in ("int", "float", "str")}
+    if not sep or key not in fields:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE with KEY one of {', '.join(sorted(fields))}, "
+                                         f"got {text!r}")  # fmt: skip
+    kind = {"int": int, "float": float, "str": str}[fields[key].type]
+    try:
+        return key, kind(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{key}: expected {fields[key].type}, got {value!r}") from None
 
 
 def demo(name: str | None, n_envs: int, steps: int, out: str, agent: str | None = None, chunk: int = 10) -> None:
@@ -111,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     t.add_argument("--updates-per-chunk", type=_positive_int, default=10, help="updates per compiled call")
 
     b = commands.add_parser("bench", help="measure throughput and write JSON (and a plot)")
-    b.add_argument("what", choices=["kernels", "envs", "scaling"])
+    b.add_argument("what", choices=["kernels", "envs", "scaling", "train"])
     b.add_argument("--devices", type=_positive_int, nargs="+", default=[1, 2, 4], help="device counts (scaling)")
     b.add_argument("--train-updates", type=_count, default=6, help="timed PPO updates (scaling; 0: envs alone)")
     b.add_argument("--envs", nargs="+", default=["minimal", "explorer", "deathmatch", "waypoint"])
@@ -133,6 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     b.add_argument("--steps", type=_positive_int, default=20, help="kernel calls per timed scan")
     b.add_argument("--repeats", type=_positive_int, default=5)
     b.add_argument("--reference-max-envs", type=_positive_int, default=8192)
+    b.add_argument("--set", type=_config_field, nargs="+", default=[], metavar="KEY=VALUE",
+                   help="PPO config changes (bench train), e.g. --set dtype=bfloat16 unroll=8")
     b.add_argument("--out", help="JSON file to write (default: stdout)")
     b.add_argument("--plot", metavar="PATH.png", help="also plot throughput against n_envs to PATH (.png, .svg, .pdf)")
 
@@ -162,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         state, _ = run(config, args.logdir, resume=args.resume, updates_per_chunk=args.updates_per_chunk)
         print(f"trained {int(state.update)} updates; metrics in {args.logdir}/metrics.csv")
     elif args.command == "bench":
-        if args.what == "scaling" and (args.sweep or args.plot):
+        if args.what in ("scaling", "train") and (args.sweep or args.plot):
             parser.error("--sweep and --plot apply to `bench kernels` and `bench envs`")
         if args.plot and not args.plot.endswith(PLOT_FORMATS):
             parser.error(f"--plot: expected a file ending in {', '.join(PLOT_FORMATS)}, got {args.plot!r}")
@@ -181,6 +201,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             per_device = args.n_envs[0]
             result = bench.scaling(args.envs[0], per_device, args.devices, steps=args.steps,
                                    train_updates=args.train_updates, progress=say)  # fmt: skip
+            bench.write(result, args.out)
+            return 0
+        if args.what == "train":
+            from jaxstep import bench_training
+            from jaxstep.envs import REGISTRY
+
+            if args.envs[0] not in REGISTRY:
+                parser.error(f"--envs: unknown env {args.envs[0]!r}; choose from {', '.join(sorted(REGISTRY))}")
+            try:
+                result = bench_training.training(args.envs[0], args.n_envs, repeats=args.repeats,
+                                                 overrides=dict(args.set), progress=say)  # fmt: skip
+            except ValueError as e:
+                parser.error(str(e))
             bench.write(result, args.out)
             return 0
         if args.what == "envs":

@@ -11,6 +11,7 @@ import pytest
 
 from jaxstep import cli, spaces
 from jaxstep.agents import Agent, PPOConfig, gae, heads, make_train, read_metrics, run, unroll, vtrace
+from jaxstep.agents.networks import lstm_step
 from jaxstep.agents.train import latest_checkpoint, restore, save
 
 
@@ -122,15 +123,16 @@ def test_bfloat16_rollouts_store_what_the_network_sees():
     _, rollout, _, _ = train.collect(state)
     assert {x.dtype for x in jax.tree.leaves(rollout.obs)} == {jnp.dtype(jnp.bfloat16)}
     # the intakes cast observations to bfloat16 themselves, so storing them so changes nothing
-    cast = jax.tree.map(lambda x: x.astype(jnp.bfloat16), state.obs)
-    carry, reset = state.carry, state.done
-    jax.tree.map(np.testing.assert_array_equal, train.agent.apply(state.params, state.obs, carry, reset),
+    obs, carry, reset = state.actor.obs, state.actor.carry, state.actor.done
+    cast = jax.tree.map(lambda x: x.astype(jnp.bfloat16), obs)
+    jax.tree.map(np.testing.assert_array_equal, train.agent.apply(state.params, obs, carry, reset),
                  train.agent.apply(state.params, cast, carry, reset))  # fmt: skip
 
 
-@pytest.mark.parametrize("recurrent", [True, False])
-def test_unroll_equals_stepping_the_agent(recurrent):
-    # unroll runs the intake over the whole sequence at once; the result must not depend on that
+@pytest.mark.parametrize("recurrent, steps", [(True, 1), (True, 3), (True, 8), (False, 8)])
+def test_unroll_equals_stepping_the_agent(recurrent, steps):
+    # unroll runs the intake and heads over the whole sequence at once and the LSTM `steps` steps to a loop
+    # iteration (3 does not divide T); the result must not depend on either
     T, B = 5, 6
     agent = Agent(OBS_SPACE, n_actions=7, width=32, recurrent=recurrent)
     keys = jax.random.split(jax.random.PRNGKey(0), T)
@@ -138,7 +140,7 @@ def test_unroll_equals_stepping_the_agent(recurrent):
     obs = jax.tree.map(lambda *xs: jnp.stack(xs), *seq)
     resets = jax.random.bernoulli(jax.random.PRNGKey(1), 0.3, (T, B))
     params = agent.init(jax.random.PRNGKey(2), seq[0], agent.initial_carry(B), resets[0])
-    logits, values, carry = unroll(agent, params, obs, agent.initial_carry(B), resets)
+    logits, values, carry = unroll(agent, params, obs, agent.initial_carry(B), resets, steps)
     assert logits.shape == (T, B, 7) and values.shape == (T, B)
     step_carry = agent.initial_carry(B)
     for t in range(T):
@@ -146,6 +148,24 @@ def test_unroll_equals_stepping_the_agent(recurrent):
         np.testing.assert_allclose(logits[t], step_logits, atol=1e-5)
         np.testing.assert_allclose(values[t], step_value, atol=1e-5)
     np.testing.assert_allclose(carry[1], step_carry[1], atol=1e-5)
+
+
+def test_lstm_step_is_flax_lstm_cell():
+    # the same gates as flax's LSTMCell, its per-gate weights stacked (i, f, g, o) into one projection
+    H, D, B = 8, 5, 4
+    cell = nn.LSTMCell(H)
+    x = jax.random.normal(jax.random.PRNGKey(0), (B, D))
+    carry = tuple(jax.random.normal(k, (B, H)) for k in jax.random.split(jax.random.PRNGKey(1)))
+    p = cell.init(jax.random.PRNGKey(2), carry, x)["params"]
+    p = jax.tree.map(lambda w: w + jax.random.normal(jax.random.PRNGKey(3), w.shape), p)  # biases not all zero
+    w_input = jnp.concatenate([p[f"i{g}"]["kernel"] for g in "ifgo"], axis=1)
+    w_hidden = jnp.concatenate([p[f"h{g}"]["kernel"] for g in "ifgo"], axis=1)
+    bias = jnp.concatenate([p[f"h{g}"]["bias"] for g in "ifgo"])
+    (c, h), out = lstm_step(w_hidden, carry, x @ w_input + bias, jnp.zeros(B, bool))
+    (want_c, want_h), _ = cell.apply({"params": p}, carry, x)
+    np.testing.assert_allclose(c, want_c, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(h, want_h, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(out, h)
 
 
 def test_lstm_forgets_where_episodes_reset():

@@ -167,6 +167,11 @@ def test_cli_bench_envs_sweep(tmp_path, monkeypatch):
         (["bench", "scaling", "--sweep"], "--sweep and --plot"),
         (["bench", "kernels", "--plot", "fps.txt"], "--plot"),
         (["bench", "envs", "--sweep", "--min-n-envs", "64", "--max-n-envs", "8"], "--min-n-envs"),
+        (["bench", "train", "--set", "widht=3"], "KEY one of"),
+        (["bench", "train", "--set", "epochs=two"], "epochs: expected int"),
+        (["bench", "train", "--set", "epochs=0", "--n-envs", "4"], "epochs: expected a positive int"),
+        (["bench", "train", "--envs", "nowhere"], "unknown env 'nowhere'"),
+        (["bench", "train", "--plot", "t.png"], "--sweep and --plot"),
     ],
 )
 def test_cli_bench_rejects_bad_arguments(argv, message, capsys):
@@ -174,3 +179,15 @@ def test_cli_bench_rejects_bad_arguments(argv, message, capsys):
         cli.main(argv)
     assert exit.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_cli_bench_train_times_an_update_and_its_rollout(tmp_path):
+    out = tmp_path / "train.json"
+    argv = ["bench", "train", "--envs", "waypoint", "--n-envs", "4", "--repeats", "1", "--out", str(out)]
+    assert cli.main([*argv, "--set", "rollout=3", "epochs=1", "agent=feedforward", "lr=1e-3"]) == 0
+    result = json.loads(out.read_text())
+    (row,) = result["results"]
+    assert result["overrides"] == dict(rollout=3, epochs=1, agent="feedforward", lr=1e-3)
+    assert row["config"]["rollout"] == 3 and row["config"]["agent"] == "feedforward" and row["n_envs"] == 4
+    assert 0 < row["rollout_seconds"] and row["learn_seconds"] >= 0 and row["compile_seconds"] > 0
+    assert row["agent_steps_per_second"] == pytest.approx(4 * 3 / row["seconds_per_update"])

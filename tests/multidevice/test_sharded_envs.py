@@ -92,7 +92,7 @@ def test_data_parallel_training_matches_itself_and_learns_nothing_wrong(tmp_path
     for leaf in jax.tree.leaves(state.params):
         np.testing.assert_array_equal(leaf[0], leaf[3])
     # and the envs on each device differ
-    assert not np.array_equal(state.env_state.agents.positions[0], state.env_state.agents.positions[1])
+    assert not np.array_equal(state.actor.env_state.agents.positions[0], state.actor.env_state.agents.positions[1])
     rows = (tmp_path / "a" / "metrics.csv").read_text().splitlines()
     assert len(rows) == 4 and rows[1].split(",")[1] == str(8 * 4)
     # a resumed sharded run equals the uninterrupted one
